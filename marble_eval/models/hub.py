@@ -1,0 +1,86 @@
+"""Resolve a model spec (hub id or local directory) to files on disk, and fingerprint them.
+
+Hub ids go through huggingface_hub's snapshot_download, which honours HF_HOME and
+HF_HUB_OFFLINE (a populated cache works with no network). Only configs and weights are
+ever fetched: never Python files, so remote code cannot even reach the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marble_eval.errors import MarbleEvalError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+FETCH_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.bin", "*.safetensors.index.json",
+                  "*.bin.index.json", "marble_eval_merge.json"]
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model's files on disk."""
+
+    spec: str              # what the user typed
+    directory: Path
+    revision: str | None   # hub commit, when resolved from the hub cache
+
+    def config(self) -> dict[str, Any]:
+        """The parsed config.json."""
+        path = self.directory / "config.json"
+        if not path.exists():
+            raise MarbleEvalError(f"{path}: missing; a model directory needs config.json and its weights")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise MarbleEvalError(f"{path}: invalid JSON at line {exc.lineno}; fix or re-download it") from None
+
+    def weight_files(self) -> list[Path]:
+        """Weights to load and fingerprint: safetensors preferred, .bin only when there is none."""
+        for pattern in ("*.safetensors", "*.bin"):
+            found = sorted(self.directory.glob(pattern))
+            if found:
+                return found
+        raise MarbleEvalError(
+            f"{self.directory}: no weights (model.safetensors or pytorch_model.bin); download the full checkpoint")
+
+    def uses_safetensors(self) -> bool:
+        return self.weight_files()[0].suffix == ".safetensors"
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """A local directory as is, else a hub id ("org/name[@revision]") through the HF cache."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ResolvedModel(spec, path.resolve(), None)
+    if spec.count("/") != 1 or spec.startswith((".", "/")):
+        raise MarbleEvalError(f"model {spec!r} is neither a directory nor a hub id like org/name; "
+                              f"run `marble-eval models` for the known ones")
+    repo_id, _, revision = spec.partition("@")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        directory = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCH_PATTERNS))
+    except LocalEntryNotFoundError:
+        raise MarbleEvalError(
+            f"model {repo_id!r} is not in the Hugging Face cache and the hub cannot be reached; download it "
+            f"once where there is network (HF_HOME points at the cache) or pass a local directory") from None
+    except HfHubHTTPError as exc:
+        raise MarbleEvalError(f"model {repo_id!r}: hub error ({str(exc).splitlines()[0]}); check the id") from None
+    return ResolvedModel(spec, directory, directory.name if directory.parent.name == "snapshots" else None)
+
+
+def fingerprint(model: ResolvedModel) -> str:
+    """sha256 over config.json and every weights file's bytes (names included), in name order."""
+    digest = hashlib.sha256()
+    for path in [model.directory / "config.json", *model.weight_files()]:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
