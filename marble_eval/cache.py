@@ -1,0 +1,213 @@
+"""On-disk feature cache: per item [n_windows, n_hidden_states, dim] time-means.
+
+Layout (one folder per dataset x cache key):
+
+    <cache-dir>/<dataset>/<model-slug>-<key digest[:16]>/
+        key.json         everything the features depend on (refused if it differs)
+        shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items]
+        index.json       item id -> shard (derived from the shards, rebuilt when they change)
+        failures.json    items skipped on the last run, with the reason
+
+Shards are written to a temporary name and renamed, so a killed run never leaves a half
+file; a rerun skips the items found in shards. Two runs writing the same cache only ever
+add whole shards; when an id appears in two shards, the first shard by name wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from marble_eval.errors import MarbleEvalError
+
+CACHE_FORMAT_VERSION = 1
+STORAGE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything extracted features depend on; its digest names the cache folder."""
+
+    dataset: str
+    model_id: str
+    model_fingerprint: str
+    family: str
+    sample_rate: int
+    n_hidden_states: int
+    dim: int
+    window_seconds: float
+    max_seconds: float | None
+    precision: str
+    storage: str = "fp16"
+    model_settings: dict[str, Any] = field(default_factory=dict)
+    format_version: int = CACHE_FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of every field except the human-readable model id."""
+        fields = {k: v for k, v in self.to_dict().items() if k != "model_id"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/"))[-60:] or "model"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing)."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+class FeatureCache:
+    """One cache folder for a (dataset, key): resumable, sharded, never mixed across keys."""
+
+    def __init__(self, root: Path, key: CacheKey) -> None:
+        self.key = key
+        self.directory = Path(root) / _slug(key.dataset) / f"{_slug(key.model_id.split('/')[-1])}-{key.digest()[:16]}"
+        self.shard_dir = self.directory / "shards"
+        self._index: tuple[list[str], dict[str, str]] | None = None  # (shards seen, id -> shard)
+
+    # -- opening ---------------------------------------------------------------------------
+    def create(self) -> "FeatureCache":
+        """Create the folder (or check that an existing one has exactly this key)."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.directory / "key.json"
+        if key_file.exists():
+            self.check_key()
+        else:
+            atomic_write_json(key_file, self.key.to_dict())
+        return self
+
+    def exists(self) -> bool:
+        return (self.directory / "key.json").exists()
+
+    def check_key(self) -> None:
+        """Refuse a folder whose recorded key differs from ours (features would be mixed)."""
+        key_file = self.directory / "key.json"
+        try:
+            stored = json.loads(key_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise MarbleEvalError(f"{key_file}: unreadable cache key; delete {self.directory} and extract again") from None
+        if stored != self.key.to_dict():
+            differing = sorted(k for k in set(stored) | set(self.key.to_dict())
+                               if stored.get(k) != self.key.to_dict().get(k))
+            raise MarbleEvalError(f"{key_file}: cache was made with different {', '.join(differing)}; "
+                                  f"refusing to mix features (use another --cache-dir or delete the folder)")
+
+    # -- index -----------------------------------------------------------------------------
+    def shard_files(self) -> list[Path]:
+        return sorted(self.shard_dir.glob("shard-*.npz")) if self.shard_dir.exists() else []
+
+    def index(self) -> dict[str, str]:
+        """item id -> shard file name, from index.json refreshed against the shards on disk."""
+        on_disk = [path.name for path in self.shard_files()]
+        if self._index is not None and self._index[0] == on_disk:
+            return self._index[1]
+        index_file = self.directory / "index.json"
+        stored: dict[str, list[str]] = {}
+        if index_file.exists():
+            try:
+                stored = json.loads(index_file.read_text()).get("shards", {})
+            except (OSError, json.JSONDecodeError):
+                stored = {}
+        shards = {name: stored[name] if name in stored else self._read_ids(name) for name in on_disk}
+        if shards != stored and self.directory.exists():
+            atomic_write_json(index_file, {"format_version": CACHE_FORMAT_VERSION, "shards": shards})
+        mapping: dict[str, str] = {}
+        for name in on_disk:  # sorted: the first shard holding an id wins
+            for item_id in shards[name]:
+                mapping.setdefault(item_id, name)
+        self._index = (on_disk, mapping)
+        return mapping
+
+    def _read_ids(self, shard_name: str) -> list[str]:
+        with np.load(self.shard_dir / shard_name, allow_pickle=False) as shard:
+            return [str(item_id) for item_id in shard["ids"]]
+
+    def done_ids(self) -> set[str]:
+        return set(self.index())
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        index = self.index()
+        return [item_id for item_id in ids if item_id not in index]
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_shard(self, items: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path | None:
+        """Atomically add a shard of items: id -> (features [W, L, D] float32, frames [W])."""
+        if not items:
+            return None
+        dtype = STORAGE_DTYPES[self.key.storage]
+        ids = list(items)
+        features = np.concatenate([items[i][0] for i in ids]).astype(dtype)
+        if not np.isfinite(features).all():
+            bad = [i for i in ids if not np.isfinite(items[i][0].astype(dtype)).all()]
+            raise MarbleEvalError(f"features of {bad[:3]} overflow {self.key.storage}; extract with --storage fp32")
+        frames = np.concatenate([items[i][1] for i in ids]).astype(np.int64)
+        offsets = np.cumsum([0] + [len(items[i][0]) for i in ids]).astype(np.int64)
+        path = self.shard_dir / f"shard-{uuid.uuid4().hex}.npz"
+        temporary = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise MarbleEvalError(f"{path}: cannot write shard ({exc.strerror or exc}); free disk space and rerun "
+                                  f"the same command to resume") from None
+        return path
+
+    def write_failures(self, failures: dict[str, dict[str, str]]) -> None:
+        atomic_write_json(self.directory / "failures.json", failures)
+
+    def failures(self) -> dict[str, dict[str, str]]:
+        path = self.directory / "failures.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # -- reading ---------------------------------------------------------------------------
+    def load(self, ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Features [W, L, D] and frames [W] for each id, in order; names missing ids in the error."""
+        index = self.index()
+        missing = [item_id for item_id in ids if item_id not in index]
+        if missing:
+            raise MarbleEvalError(f"{self.directory}: {len(missing)} item(s) not extracted (e.g. {missing[:3]}); "
+                                  f"run `marble-eval extract` for this model and dataset first")
+        by_shard: dict[str, list[int]] = {}
+        for position, item_id in enumerate(ids):
+            by_shard.setdefault(index[item_id], []).append(position)
+        features: list[np.ndarray] = [np.empty(0)] * len(ids)
+        frames: list[np.ndarray] = [np.empty(0)] * len(ids)
+        for name, positions in by_shard.items():
+            with np.load(self.shard_dir / name, allow_pickle=False) as shard:
+                shard_ids = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
+                offsets, all_features, all_frames = shard["offsets"], shard["features"], shard["frames"]
+                for position in positions:
+                    row = shard_ids[ids[position]]
+                    start, end = offsets[row], offsets[row + 1]
+                    features[position] = all_features[start:end]
+                    frames[position] = all_frames[start:end]
+        return features, frames

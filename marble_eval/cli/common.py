@@ -1,0 +1,75 @@
+"""Arguments and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from marble_eval.paths import cache_root
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' load-time progress bars and warnings (the CLI shows its own)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help='hub id (org/name[@rev]), local directory, or "fixture"')
+    parser.add_argument("--family", default=None, help="model family adapter (default: from config.json model_type)")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="compute precision of the forward pass (default: fp32, the reference)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset name (marble-eval datasets) or a YAML path")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding the dataset's audio")
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="local split/metadata files instead of fetching (env MARBLE_EVAL_REFERENCE_DIR)")
+
+
+def add_cache_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"feature cache root (default: {cache_root() / 'features'}; env MARBLE_EVAL_HOME)")
+
+
+def add_window_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window-seconds", type=float, default=None,
+                        help="window length in seconds, 0 = whole clip (default: the dataset's)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="truncate audio to this many seconds (default: the dataset's)")
+    parser.add_argument("--storage", default="fp16", choices=["fp16", "fp32"],
+                        help="on-disk dtype of cached features (default: fp16)")
+
+
+def features_root(args: argparse.Namespace) -> Path:
+    return args.cache_dir or cache_root() / "features"
+
+
+def reference_dir(args: argparse.Namespace) -> Path | None:
+    value = getattr(args, "reference_dir", None) or os.environ.get("MARBLE_EVAL_REFERENCE_DIR")
+    return Path(value) if value else None
+
+
+def load_dataset_from_args(args: argparse.Namespace):
+    """The Dataset named by --dataset with --data-dir / --reference-dir applied."""
+    from marble_eval.datasets.registry import load_dataset
+
+    return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args), cache_dir=None)
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The AudioEncoder named by --model (and --family, --device, --precision)."""
+    from marble_eval.models import load_model
+
+    quiet_libraries()
+    return load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
+                      precision=getattr(args, "precision", "fp32"))
