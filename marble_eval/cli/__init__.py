@@ -12,6 +12,12 @@ from marble_eval.errors import MarbleEvalError
 # Each module defines register(subparsers) and sets a handler with set_defaults(run=...).
 COMMAND_MODULES = [
     "marble_eval.cli.info",
+    "marble_eval.cli.embed",
+    "marble_eval.cli.extract",
+    "marble_eval.cli.data",
+    "marble_eval.cli.datasets",
+    "marble_eval.cli.models",
+    "marble_eval.cli.merge",
 ]
 
 
