@@ -38,6 +38,7 @@ class Dataset:
     max_seconds: float | None = None      # truncate audio (ccml: 150 s makam, ...)
     window_seconds: float = 0.0           # 0 = whole clip in one window
     notes: list[str] = field(default_factory=list)  # warnings to show the user (vocabulary drift, ...)
+    missing_labels: str | None = None     # why labels are unavailable (splits still valid); None = labelled
 
     def split(self, name: str) -> list[Item]:
         """Items of one split, in dataset order."""

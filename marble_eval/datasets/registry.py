@@ -16,6 +16,12 @@ from marble_eval.paths import benchmarks_dir
 # source name -> "module:function" taking (spec, context) and returning a Dataset.
 SOURCES: dict[str, str] = {
     "fixture": "marble_eval.datasets.fixture:load",
+    "dunya": "marble_eval.datasets.dunya:load",            # makam, hindustani, carnatic (ccml split + metadata JSON)
+    "lyra": "marble_eval.datasets.lyra:load",              # Lyra TSVs
+    "fma": "marble_eval.datasets.fma:load",                # ccml FMA-medium split + metadata.npy or tracks.csv
+    "mtat": "marble_eval.datasets.mtat:load_split_files",  # MTAT clean split files + annotations_final.csv
+    "mtat_folders": "marble_eval.datasets.mtat:load_folders",  # MARBLE's MTAT folder split
+    "manifest": "marble_eval.datasets.manifest:load",      # a user's CSV/JSONL manifest
 }
 
 
@@ -24,8 +30,10 @@ class LoadContext:
     """Where the user's audio and the reference files live for this run."""
 
     data_dir: Path | None = None
-    reference_dir: Path | None = None
-    cache_dir: Path | None = None
+    reference_dir: Path | None = None   # None: $MARBLE_EVAL_REFERENCE_DIR, else fetch into the cache
+    cache_dir: Path | None = None       # None: marble_eval.paths.cache_root()
+    metadata: Path | None = None        # the user's label file (Dunya JSON, FMA tracks.csv, MTAT annotations)
+    spec_dir: Path | None = None        # folder of the YAML (relative manifest paths start there)
 
 
 def known_datasets() -> list[str]:
@@ -58,12 +66,25 @@ def source_loader(source: str, where: str) -> Callable[[BenchmarkSpec, LoadConte
 
 
 def load_dataset(name: str, data_dir: Path | None = None, reference_dir: Path | None = None,
-                 cache_dir: Path | None = None) -> Dataset:
-    """Load a dataset by name or YAML path; ``data_dir`` holds its audio."""
+                 cache_dir: Path | None = None, metadata: Path | None = None,
+                 allow_unlabelled: bool = False) -> Dataset:
+    """Load a dataset by name or YAML path; ``data_dir`` holds its audio.
+
+    Reference files come from ``reference_dir`` (or $MARBLE_EVAL_REFERENCE_DIR), else are fetched into
+    ``cache_dir`` and sha256-checked. ``metadata`` is the user's label file where a dataset needs one.
+    A dataset whose labels are unavailable raises unless ``allow_unlabelled`` (then
+    ``Dataset.missing_labels`` says why and how to get them).
+    """
     spec = load_spec(name)
+    path = spec_path(name)
     context = LoadContext(
         data_dir=Path(data_dir) if data_dir else None,
         reference_dir=Path(reference_dir) if reference_dir else None,
         cache_dir=Path(cache_dir) if cache_dir else None,
+        metadata=Path(metadata) if metadata else None,
+        spec_dir=path.resolve().parent,
     )
-    return source_loader(spec.source, str(spec_path(name)))(spec, context)
+    dataset = source_loader(spec.source, str(path))(spec, context)
+    if dataset.missing_labels and not allow_unlabelled:
+        raise MarbleEvalError(dataset.missing_labels)
+    return dataset

@@ -1,0 +1,96 @@
+"""Small readers for the file formats the sources share, with one-line errors naming file and line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from marble_eval.errors import MarbleEvalError
+
+
+def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for each data row of a delimited text file with a header line.
+
+    Every row must have as many fields as the header, and the header must name ``required``.
+    """
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MarbleEvalError(f"{path}: empty file; expected a header line") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise MarbleEvalError(f"{path}: line 1: {exc}") from None
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise MarbleEvalError(f"{path}: line 1: header lacks column(s) {', '.join(missing)}; "
+                                  f"expected {', '.join(required)}")
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise MarbleEvalError(f"{path}: line {reader.line_num}: {exc}") from None
+            if not fields:
+                continue  # blank line
+            if len(fields) != len(header):
+                kind = "tab-separated" if delimiter == "\t" else f"{delimiter!r}-separated"
+                raise MarbleEvalError(f"{path}: line {reader.line_num}: expected {len(header)} {kind} fields "
+                                      f"as in the header, found {len(fields)}; fix that row")
+            yield reader.line_num, dict(zip(header, fields))
+
+
+def read_string_array(path: Path) -> list[str]:
+    """A 1-D numpy array of strings (.npy), loaded without pickle."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MarbleEvalError(f"{path}: not a plain numpy string array ({exc})") from None
+    if array.ndim != 1 or array.dtype.kind != "U":
+        raise MarbleEvalError(f"{path}: expected a 1-D array of strings, got {array.dtype} {array.shape}")
+    return [str(value) for value in array]
+
+
+def read_pickled_mapping(path: Path) -> dict[Any, Any]:
+    """A dict saved with np.save (a pickle). Call only on a file whose sha256 was checked."""
+    array = np.load(path, allow_pickle=True)
+    value = array.item() if array.shape == () else None
+    if not isinstance(value, dict):
+        raise MarbleEvalError(f"{path}: expected a pickled dict saved with numpy, got {type(value).__name__}")
+    return value
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON, or a one-line error naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MarbleEvalError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def read_tag_list(path: Path) -> list[str]:
+    """An ordered tag list: a .npy string array, a JSON list, or a JSON object's "train" list."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return read_string_array(path)
+    data = read_json(path)
+    if isinstance(data, dict):
+        data = data.get("train")
+    if not isinstance(data, list) or not all(isinstance(tag, str) for tag in data):
+        raise MarbleEvalError(f"{path}: expected a list of tags (or an object with a \"train\" list)")
+    return data
