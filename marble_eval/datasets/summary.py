@@ -1,0 +1,71 @@
+"""What `data describe` and `data check` report about a loaded dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from marble_eval.audio import audio_info, load_audio
+from marble_eval.datasets.base import SPLITS, Dataset, Item
+from marble_eval.errors import AudioError, MarbleEvalError
+
+
+@dataclass(frozen=True)
+class AudioProblem:
+    """One item whose audio cannot be used."""
+
+    item: Item
+    path: str
+    kind: str    # "missing" or "corrupt"
+    reason: str
+
+
+def describe(dataset: Dataset, check_audio_presence: bool = True) -> dict[str, Any]:
+    """The describe JSON: name, task, ordered tags, per-split size and positives, missing audio count.
+
+    ``support`` is null when labels are unavailable; ``missing_audio`` is null without a data dir.
+    """
+    splits = {}
+    for split in SPLITS:
+        items = dataset.split(split)
+        support = None
+        if dataset.missing_labels is None:
+            positives = dataset.label_matrix(items).sum(axis=0) if items else [0] * len(dataset.vocabulary)
+            support = {tag: int(count) for tag, count in zip(dataset.vocabulary, positives)}
+        splits[split] = {"n_items": len(items), "support": support}
+    missing = None
+    if dataset.data_dir is not None and check_audio_presence:
+        missing = len(missing_audio(dataset))
+    return {"name": dataset.name, "task": dataset.task, "version": dataset.version, "tags": list(dataset.vocabulary),
+            "splits": splits, "missing_audio": missing, "missing_labels": dataset.missing_labels,
+            "notes": list(dataset.notes)}
+
+
+def missing_audio(dataset: Dataset) -> list[Item]:
+    """Items whose audio file does not exist under the data dir (no decoding)."""
+    return [item for item in dataset.items if not dataset.audio_path(item).is_file()]
+
+
+def check_audio(dataset: Dataset, decode: bool = True, advance: Callable[[], None] | None = None) -> list[AudioProblem]:
+    """Every item's audio present and readable; with ``decode``, decoded up to the dataset's max_seconds."""
+    if dataset.data_dir is None:
+        raise MarbleEvalError(f"{dataset.name}: no data dir; pass --data-dir DIR")
+    problems = []
+    for item in dataset.items:
+        path = dataset.audio_path(item)
+        if not path.is_file():
+            problems.append(AudioProblem(item, str(path), "missing", "file not found"))
+        else:
+            try:
+                info = audio_info(path)
+                if decode:
+                    load_audio(path, info.sample_rate, dataset.max_seconds)
+                elif info.frames <= 0:
+                    raise AudioError(f"{path}: no audio frames")
+            except AudioError as exc:
+                reason = str(exc)
+                reason = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
+                problems.append(AudioProblem(item, str(path), "corrupt", reason))
+        if advance:
+            advance()
+    return problems
