@@ -1,0 +1,73 @@
+"""`marble-eval datasets`: the known benchmark datasets with their published sizes and tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from marble_eval.datasets.base import SPLITS
+from marble_eval.datasets.spec import BenchmarkSpec
+from marble_eval.errors import MarbleEvalError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("datasets", help="list the known datasets with sizes, tasks and labels")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def dataset_rows() -> list[dict[str, Any]]:
+    """One summary per benchmarks/*.yaml, from the YAML alone (nothing fetched or loaded)."""
+    from marble_eval.datasets.registry import known_datasets, load_spec
+
+    rows = []
+    for name in known_datasets():
+        try:
+            spec = load_spec(name)
+        except MarbleEvalError as exc:
+            rows.append({"name": name, "error": str(exc)})
+            continue
+        rows.append({"name": spec.name, "task": spec.task, "version": spec.version, "source": spec.source,
+                     "sizes": dict(spec.sizes) if spec.sizes else None, "labels": labels_summary(spec),
+                     "max_seconds": spec.audio.max_seconds, "description": spec.description})
+    return rows
+
+
+def labels_summary(spec: BenchmarkSpec) -> str:
+    """How the vocabulary is built, in a few words."""
+    rule = spec.vocabulary
+    over = {"train": "train", "training": "train+valid", "all": "all clips"}[rule.count_over]
+    if rule.rule == "top_n" and rule.n:
+        return f"top-{rule.n} of {over}"
+    if rule.rule in ("top_n", "all"):
+        return f"all tags of {over}"
+    if rule.rule == "fixed":
+        return f"{len(rule.tags or [])} fixed tags"
+    return f"published list ({spec.files[rule.file].path.rsplit('/', 1)[-1]})"
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = dataset_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table()
+    for column, justify in (("name", "left"), ("task", "left"), *((split, "right") for split in SPLITS),
+                            ("labels", "left"), ("audio", "right"), ("description", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], "[red]invalid[/]", "", "", "", row["error"], "", "")
+            continue
+        sizes = [f"{row['sizes'][split]:,}" if row["sizes"] else "?" for split in SPLITS]
+        audio = f"{row['max_seconds']:g} s max" if row["max_seconds"] else "whole"
+        table.add_row(row["name"], row["task"], *sizes, row["labels"], audio, row["description"])
+    console = Console()
+    (console if console.is_terminal else Console(width=160)).print(table)
+    if any(row.get("sizes") is None and "error" not in row for row in rows):
+        print("?: no published sizes in the YAML; `marble-eval data describe NAME` counts them")
+    return 0
