@@ -1,0 +1,1 @@
+"""Performance benchmarks (`make bench`): every figure is a ratio measured within one run."""
