@@ -1,0 +1,85 @@
+"""MAEST (mtg-upf/discogs-maest-*): transformers' ASTModel with MAEST's own mel front-end.
+
+The hub checkpoints are ASTForAudioClassification in the transformers-4.x key layout;
+ASTModel.from_pretrained renames the keys and ignores the 4 classifier.* keys. The config
+is always rebuilt as an ASTConfig (some copies say model_type "maest", which transformers
+does not know). The front-end is in maest_frontend; windows, short clips and the pooling
+of CLS / DIST / patch tokens in spectrogram_transformer and token_pooling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from transformers import ASTConfig, ASTModel
+
+from marble_eval.errors import MarbleEvalError
+from marble_eval.models import maest_frontend as fe
+from marble_eval.models.base import ModelInfo
+from marble_eval.models.hf_loading import build_config, load_pretrained, preprocessor_config
+from marble_eval.models.hub import ResolvedModel, fingerprint
+from marble_eval.models.spectrogram_transformer import (DEFAULT_SHORT_CLIPS, SpectrogramTransformerEncoder,
+                                                         pooling_of)
+from marble_eval.models.token_pooling import pooled_width
+
+# preprocessor_config.json fields the front-end implements; any other value is refused.
+FRONT_END_FIELDS: dict[str, Any] = {
+    "sampling_rate": fe.SAMPLE_RATE, "n_fft": fe.N_FFT, "hop_length": fe.HOP_LENGTH, "num_mel_bins": fe.N_MELS,
+    "log_compression": "logC", "do_normalize": True, "mean": fe.MEAN, "std": fe.STD,
+    "feature_extractor_type": "MAESTFeatureExtractor",
+}
+PAPER_EMBEDDING = "hidden state 7 (block 6) with pooling cls-dist-patch (2304-d for the 768-d models)"
+
+
+class MaestEncoder(SpectrogramTransformerEncoder):
+    """MAEST: 16 kHz mono, model-length windows through the MAEST log-mel front-end, pooled tokens."""
+
+    base_family = "maest"
+
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, max_length: int, **options: str) -> None:
+        super().__init__(module, info, fe.window_samples(max_length), max_length, **options)
+        self.front_end = fe.MaestFrontEnd(max_length)
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.front_end(waves)
+
+    def spectrogram_frames(self, n_samples: int) -> int:
+        return fe.spectrogram_frames(n_samples)
+
+
+def maest_config(model: ResolvedModel) -> ASTConfig:
+    """The ASTConfig of a MAEST checkpoint, checked against the front-end implemented here."""
+    source = model.directory / "config.json"
+    config = build_config(ASTConfig, model.config())
+    if config.num_mel_bins != fe.N_MELS:
+        raise MarbleEvalError(f"{source}: num_mel_bins is {config.num_mel_bins}, MAEST's front-end has {fe.N_MELS} "
+                              f"mel bands; for other AST models pass --family ast")
+    preprocessor = preprocessor_config(model) or {}
+    expected = {**FRONT_END_FIELDS, "max_length": config.max_length}
+    for name, value in expected.items():
+        if name in preprocessor and preprocessor[name] != value:
+            raise MarbleEvalError(f"{model.directory / 'preprocessor_config.json'}: {name} is {preprocessor[name]!r} "
+                                  f"but MAEST's front-end here uses {value!r}; this is not a supported MAEST checkpoint")
+    return config
+
+
+def load_maest(model: ResolvedModel, family: str = "maest", short_clips: str = DEFAULT_SHORT_CLIPS) -> MaestEncoder:
+    """Load a MAEST checkpoint in float32; ``family`` "maest" or "maest-<pooling>" selects the token pooling."""
+    pooling = pooling_of(family, MaestEncoder.base_family)
+    config = maest_config(model)
+    module = load_pretrained(ASTModel, model, config, family)
+    window = fe.window_samples(config.max_length)
+    info = ModelInfo(
+        model_id=model.spec, family=family, sample_rate=fe.SAMPLE_RATE, n_hidden_states=config.num_hidden_layers + 1,
+        dim=pooled_width(config.hidden_size, pooling), n_parameters=sum(p.numel() for p in module.parameters()),
+        fingerprint=fingerprint(model), revision=model.revision, fixed_window_seconds=window / fe.SAMPLE_RATE,
+        extra={"front_end": "maest-logmel (see marble_eval.models.maest_frontend)",
+               "hidden_states": "transformers ASTModel: embeddings, then each block's output; the last is "
+                                "before the final LayerNorm",
+               "paper_embedding": PAPER_EMBEDDING},
+    )
+    encoder = MaestEncoder(module, info, config.max_length, pooling=pooling, short_clips=short_clips)
+    encoder.info = dataclasses.replace(info, extra={**info.extra, **encoder.options_record()})
+    return encoder
