@@ -13,12 +13,34 @@ from marble_eval.models.tiny import FIXTURE_MODEL, fixture_model_dir
 from marble_eval.paths import cache_root
 
 # family name -> "module:function(ResolvedModel, family) -> AudioEncoder". One adapter per family.
+# AST and MAEST take the token pooling from the name: "maest" pools the default (patch-mean),
+# "maest-<pooling>" another one of marble_eval.models.token_pooling.POOLINGS.
 FAMILIES: dict[str, str] = {
     "mert": "marble_eval.models.mert:load_mert",
+    "hubert": "marble_eval.models.wav2vec2_style:load_wav2vec2_style",
+    "wav2vec2": "marble_eval.models.wav2vec2_style:load_wav2vec2_style",
+    "wavlm": "marble_eval.models.wav2vec2_style:load_wav2vec2_style",
+    "data2vec-audio": "marble_eval.models.wav2vec2_style:load_wav2vec2_style",
+    "ast": "marble_eval.models.ast_generic:load_ast",
+    "ast-cls": "marble_eval.models.ast_generic:load_ast",
+    "ast-dist": "marble_eval.models.ast_generic:load_ast",
+    "ast-cls-dist-mean": "marble_eval.models.ast_generic:load_ast",
+    "ast-cls-dist-patch": "marble_eval.models.ast_generic:load_ast",
+    "maest": "marble_eval.models.maest:load_maest",
+    "maest-cls": "marble_eval.models.maest:load_maest",
+    "maest-dist": "marble_eval.models.maest:load_maest",
+    "maest-cls-dist-mean": "marble_eval.models.maest:load_maest",
+    "maest-cls-dist-patch": "marble_eval.models.maest:load_maest",
 }
 # config.json model_type -> family.
 MODEL_TYPES: dict[str, str] = {
     "mert_model": "mert",
+    "hubert": "hubert",
+    "wav2vec2": "wav2vec2",
+    "wavlm": "wavlm",
+    "data2vec-audio": "data2vec-audio",
+    "audio-spectrogram-transformer": "ast",  # MAEST checkpoints say this too; load_ast hands them to MAEST
+    "maest": "maest",
 }
 
 

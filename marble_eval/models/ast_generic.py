@@ -1,0 +1,89 @@
+"""Any AST checkpoint (e.g. MIT/ast-finetuned-audioset-*) through ASTModel and transformers' ASTFeatureExtractor.
+
+MAEST checkpoints share model_type "audio-spectrogram-transformer" but need MAEST's own
+front-end: a checkpoint whose preprocessor_config.json names MAESTFeatureExtractor (or,
+without one, whose config has 96 mel bins) is handed to the MAEST adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+from marble_eval.errors import MarbleEvalError
+from marble_eval.models import maest_frontend
+from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.models.hf_loading import build_config, load_pretrained, preprocessor_config
+from marble_eval.models.hub import ResolvedModel, fingerprint
+from marble_eval.models.maest import load_maest
+from marble_eval.models.spectrogram_transformer import (DEFAULT_SHORT_CLIPS, SpectrogramTransformerEncoder,
+                                                         pooling_of)
+from marble_eval.models.token_pooling import pooled_width
+
+# ASTFeatureExtractor: Kaldi-style fbank, 25 ms frames every 10 ms at 16 kHz, no centring.
+FRAME_LENGTH = 400
+FRAME_SHIFT = 160
+
+
+class AstEncoder(SpectrogramTransformerEncoder):
+    """AST: model-length windows through ASTFeatureExtractor (fbank, pad/truncate, mean/std), pooled tokens."""
+
+    base_family = "ast"
+
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, extractor: ASTFeatureExtractor, **options: str) -> None:
+        window = (extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH
+        super().__init__(module, info, window, extractor.max_length, **options)
+        self.extractor = extractor
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        batch = self.extractor([w for w in waves.cpu().numpy().astype(np.float32)],
+                               sampling_rate=self.extractor.sampling_rate, return_tensors="np")
+        return torch.from_numpy(np.asarray(batch["input_values"], dtype=np.float32)).to(waves.device)
+
+    def spectrogram_frames(self, n_samples: int) -> int:
+        return 1 + (n_samples - FRAME_LENGTH) // FRAME_SHIFT if n_samples >= FRAME_LENGTH else 0
+
+
+def is_maest_checkpoint(model: ResolvedModel) -> bool:
+    """True for MAEST's layout: its feature extractor named, or no extractor config and 96 mel bins."""
+    raw = model.config()
+    if raw.get("model_type") == "maest":
+        return True
+    preprocessor = preprocessor_config(model)
+    if preprocessor is not None:
+        return preprocessor.get("feature_extractor_type") == "MAESTFeatureExtractor"
+    return raw.get("num_mel_bins") == maest_frontend.N_MELS
+
+
+def load_ast(model: ResolvedModel, family: str = "ast", short_clips: str = DEFAULT_SHORT_CLIPS) -> AudioEncoder:
+    """Load an AST checkpoint in float32 (MAEST ones go to load_maest); "ast-<pooling>" selects the pooling."""
+    pooling = pooling_of(family, AstEncoder.base_family)
+    if is_maest_checkpoint(model):
+        return load_maest(model, "maest" + family[len("ast"):], short_clips=short_clips)
+    config = build_config(ASTConfig, model.config())
+    preprocessor = preprocessor_config(model)
+    extractor = (ASTFeatureExtractor.from_pretrained(str(model.directory)) if preprocessor is not None
+                 else ASTFeatureExtractor())
+    source = model.directory / ("preprocessor_config.json" if preprocessor is not None else "config.json")
+    for name in ("num_mel_bins", "max_length"):
+        if getattr(extractor, name) != getattr(config, name):
+            raise MarbleEvalError(f"{source}: feature extractor {name} {getattr(extractor, name)} differs from the "
+                                  f"model's {getattr(config, name)} in config.json; fix preprocessor_config.json")
+    module = load_pretrained(ASTModel, model, config, family)
+    info = ModelInfo(
+        model_id=model.spec, family=family, sample_rate=int(extractor.sampling_rate),
+        n_hidden_states=config.num_hidden_layers + 1, dim=pooled_width(config.hidden_size, pooling),
+        n_parameters=sum(p.numel() for p in module.parameters()), fingerprint=fingerprint(model),
+        revision=model.revision,
+        fixed_window_seconds=((extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH) / extractor.sampling_rate,
+        extra={"front_end": f"ASTFeatureExtractor (mean {extractor.mean}, std {extractor.std}, "
+                            f"do_normalize {extractor.do_normalize})",
+               "hidden_states": "transformers ASTModel: embeddings, then each block's output; the last is "
+                                "before the final LayerNorm"},
+    )
+    encoder = AstEncoder(module, info, extractor, pooling=pooling, short_clips=short_clips)
+    encoder.info = dataclasses.replace(info, extra={**info.extra, **encoder.options_record()})
+    return encoder
