@@ -1,0 +1,167 @@
+"""Custom datasets: a CSV or JSONL manifest plus a few YAML lines; every command works on them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marble_eval.cli import data as data_cli
+from marble_eval.datasets.registry import load_dataset
+from marble_eval.errors import MarbleEvalError
+
+ROWS = [  # path, split, labels
+    ("a/one.wav", "train", "rock|guitar"),
+    ("a/two.flac", "train", "rock"),
+    ("b/three.wav", "train", "jazz|piano|rock"),
+    ("b/four.wav", "valid", "jazz"),
+    ("c/five.wav", "test", ""),
+    ("c/six.wav", "test", "guitar|piano"),
+]
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `marble-eval data ...` through its own parser, as marble_eval.cli.main does."""
+    parser = argparse.ArgumentParser(prog="marble-eval")
+    data_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    try:
+        code = args.run(args)
+    except MarbleEvalError as exc:
+        print(f"marble-eval: error: {exc}", file=sys.stderr)
+        code = 2
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_yaml(folder: Path, manifest: str, extra: str = "vocabulary: {rule: top_n, n: 3}\n") -> Path:
+    path = folder / "mine.yaml"
+    path.write_text(f"name: mine\nversion: '1'\ntask: multilabel\nsource: manifest\noptions: {{manifest: {manifest}}}\n"
+                    + extra)
+    return path
+
+
+def write_csv(path: Path, rows=ROWS, header="path,split,labels") -> None:
+    path.write_text(header + "\n" + "".join(f"{p},{s},{l}\n" for p, s, l in rows))
+
+
+@pytest.fixture()
+def audio_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "audio"
+    tone = 0.1 * np.sin(np.linspace(0, 2000, 16000)).astype(np.float32)
+    for path, _, _ in ROWS:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / path, tone, 16000)
+    return folder
+
+
+def test_csv_manifest_loads_with_top_n(tmp_path: Path) -> None:
+    write_csv(tmp_path / "m.csv")
+    dataset = load_dataset(str(write_yaml(tmp_path, "m.csv")))
+    assert [(i.path, i.split) for i in dataset.items] == [(p, s) for p, s, _ in ROWS]
+    assert dataset.vocabulary == ["rock", "guitar", "jazz"]  # counts over train 3, 1, 1, 1 (piano cut alphabetically)
+    assert dataset.items[4].tags == ()
+    assert dataset.label_matrix(dataset.split("test")).tolist() == [[0, 0, 0], [0, 1, 0]]
+
+
+def test_jsonl_manifest_equals_csv(tmp_path: Path) -> None:
+    write_csv(tmp_path / "m.csv")
+    lines = [json.dumps({"path": p, "split": s, "labels": [x for x in l.split("|") if x]}) for p, s, l in ROWS]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n\n")
+    from_csv = load_dataset(str(write_yaml(tmp_path, "m.csv")))
+    from_jsonl = load_dataset(str(write_yaml(tmp_path, "m.jsonl")))
+    assert from_csv.items == from_jsonl.items and from_csv.vocabulary == from_jsonl.vocabulary
+
+
+def test_every_data_command_works_on_a_manifest(tmp_path: Path, audio_dir: Path, capsys) -> None:
+    write_csv(tmp_path / "m.csv")
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    code, out, _ = cli(["data", "describe", yaml_path, "--data-dir", str(audio_dir), "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["name"] == "mine" and summary["missing_audio"] == 0
+    assert summary["splits"]["train"] == {"n_items": 3, "support": {"rock": 3, "guitar": 1, "jazz": 1}}
+    assert summary["splits"]["test"]["support"] == {"rock": 0, "guitar": 1, "jazz": 0}
+    code, out, _ = cli(["data", "check", yaml_path, "--data-dir", str(audio_dir)], capsys)
+    assert code == 0 and "6 of 6 items OK" in out
+
+    (audio_dir / "b/four.wav").unlink()
+    (audio_dir / "c/six.wav").write_bytes(b"RIFF....not audio at all")
+    (audio_dir / "a/two.flac").write_bytes(b"")
+    code, out, _ = cli(["data", "check", yaml_path, "--data-dir", str(audio_dir)], capsys)
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert f"missing: {(audio_dir / 'b/four.wav').resolve()} (file not found)" in lines
+    assert any(line.startswith(f"corrupt: {(audio_dir / 'c/six.wav').resolve()} (unreadable audio") for line in lines)
+    assert f"corrupt: {(audio_dir / 'a/two.flac').resolve()} (empty file (0 bytes))" in lines
+    assert lines[-1] == "mine: 3 of 6 items OK, 1 missing, 2 corrupt"
+    code, out, _ = cli(["data", "check", yaml_path, "--data-dir", str(audio_dir), "--quick", "--json"], capsys)
+    problems = json.loads(out)["problems"]
+    assert code == 1 and sorted((p["id"], p["kind"]) for p in problems) == [
+        ("a/two.flac", "corrupt"), ("b/four.wav", "missing"), ("c/six.wav", "corrupt")]
+    code, out, _ = cli(["data", "describe", yaml_path, "--data-dir", str(audio_dir), "--json"], capsys)
+    assert json.loads(out)["missing_audio"] == 1
+
+
+@pytest.mark.parametrize("bad_path", ["../outside.wav", "/etc/passwd", "a/../../outside.wav"])
+def test_paths_never_escape_the_data_dir(tmp_path: Path, bad_path: str) -> None:
+    write_csv(tmp_path / "m.csv", ROWS[:2] + [(bad_path, "test", "rock")])
+    with pytest.raises(MarbleEvalError, match=rf"m\.csv: line 4: audio path .* escapes the data dir"):
+        load_dataset(str(write_yaml(tmp_path, "m.csv")), data_dir=tmp_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "..", "."]), min_size=1, max_size=6))
+def test_escape_rule_matches_path_depth(tmp_path_factory, parts: list[str]) -> None:
+    """A relative path is accepted exactly when it never climbs above the data dir."""
+    folder = tmp_path_factory.mktemp("escape")
+    relative = "/".join(parts) + "/x.wav"
+    depth, escapes = 0, False
+    for part in parts:
+        depth += {"..": -1, ".": 0}.get(part, 1)
+        escapes = escapes or depth < 0
+    write_csv(folder / "m.csv", [(relative, "train", "rock")])
+    if escapes:
+        with pytest.raises(MarbleEvalError, match="escapes the data dir"):
+            load_dataset(str(write_yaml(folder, "m.csv")), data_dir=folder / "data")
+    else:
+        assert load_dataset(str(write_yaml(folder, "m.csv")), data_dir=folder / "data").items[0].path == relative
+
+
+@pytest.mark.parametrize("content, message", [
+    ("path,split,labels\na.wav,train,rock\nb.wav,training,rock\n", r"line 3: split 'training' is not one of"),
+    ("path,split,labels\na.wav,train,rock\nb.wav,test\n", r"line 3: expected 3 ','-separated fields"),
+    ("path,split\n", r"no rows"),
+    ("file,split,labels\na.wav,train,x\n", r"line 1: header lacks column\(s\) path"),
+    ("path,split,labels\na.wav,train,rock\na.wav,test,rock\n", r"line 3: id 'a.wav' repeats line 2"),
+])
+def test_malformed_csv_rows_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "m.csv").write_text(content)
+    with pytest.raises(MarbleEvalError, match=rf"m\.csv: {message}") as info:
+        load_dataset(str(write_yaml(tmp_path, "m.csv")))
+    assert "\n" not in str(info.value)
+
+
+def test_malformed_jsonl_and_missing_manifest(tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "split": "train", "labels": ["x"]}\n{"path": "b.wav",\n')
+    with pytest.raises(MarbleEvalError, match=r"m\.jsonl: line 2: invalid JSON"):
+        load_dataset(str(write_yaml(tmp_path, "m.jsonl")))
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "split": "train", "labels": [3]}\n')
+    with pytest.raises(MarbleEvalError, match=r"m\.jsonl: line 1: labels must be a list of non-empty strings"):
+        load_dataset(str(write_yaml(tmp_path, "m.jsonl")))
+    with pytest.raises(MarbleEvalError, match=r"gone\.csv: manifest not found"):
+        load_dataset(str(write_yaml(tmp_path, "gone.csv")))
+
+
+def test_fixture_style_manifest_with_tags_column_and_ids(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("id,split,path,tags\nclip0,train,train/clip0.wav,tone-220|chirp-up\n"
+                                    "clip1,test,test/clip1.wav,\n")
+    dataset = load_dataset(str(write_yaml(tmp_path, "m.csv", "vocabulary: {rule: fixed, tags: [tone-220, chirp-up]}\n")))
+    assert [i.id for i in dataset.items] == ["clip0", "clip1"]
+    assert dataset.label_matrix(dataset.items).tolist() == [[1, 1], [0, 0]]
