@@ -78,7 +78,9 @@ def run_describe(args: argparse.Namespace) -> int:
         console.print(f"missing audio: {summary['missing_audio']:,} of "
                       f"{sum(s['n_items'] for s in summary['splits'].values()):,} items")
     labelled = summary["missing_labels"] is None
-    table = Table(title=None if labelled else "reference vocabulary (labels unavailable)")
+    if not labelled:
+        print("labels unavailable: the published vocabulary, without support counts")
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("tag")
     for split in SPLITS if labelled else ():

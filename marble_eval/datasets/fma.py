@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic.dataclasses import dataclass
 
 from marble_eval.datasets.assemble import audio_path, finish, options, reference
@@ -52,6 +51,8 @@ def genres_from_tracks(tracks_csv: Path, column: str = "genres_all") -> dict[str
     for path in (tracks_csv, genres_csv):
         if not path.is_file():
             raise MarbleEvalError(f"{path}: not found; --metadata must be fma_metadata/tracks.csv with genres.csv beside it")
+    import pandas as pd  # imported here: it costs a second and only this label source needs it
+
     try:
         tracks = pd.read_csv(tracks_csv, index_col=0, header=[0, 1])
         titles = pd.read_csv(genres_csv, index_col=0)["title"]

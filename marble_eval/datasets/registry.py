@@ -84,7 +84,15 @@ def load_dataset(name: str, data_dir: Path | None = None, reference_dir: Path | 
         metadata=Path(metadata) if metadata else None,
         spec_dir=path.resolve().parent,
     )
-    dataset = source_loader(spec.source, str(path))(spec, context)
+    dataset = source_loader(spec.source, _where_key(path, "source"))(spec, context)
     if dataset.missing_labels and not allow_unlabelled:
         raise MarbleEvalError(dataset.missing_labels)
     return dataset
+
+
+def _where_key(path: Path, key: str) -> str:
+    """``path: line N`` of a top-level YAML key (just ``path`` when not found)."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith(f"{key}:"):
+            return f"{path}: line {number}"
+    return str(path)
