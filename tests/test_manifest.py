@@ -165,3 +165,13 @@ def test_fixture_style_manifest_with_tags_column_and_ids(tmp_path: Path) -> None
     dataset = load_dataset(str(write_yaml(tmp_path, "m.csv", "vocabulary: {rule: fixed, tags: [tone-220, chirp-up]}\n")))
     assert [i.id for i in dataset.items] == ["clip0", "clip1"]
     assert dataset.label_matrix(dataset.items).tolist() == [[1, 1], [0, 0]]
+
+
+def test_multiclass_needs_one_label_per_item(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz\n")
+    yaml_path = write_yaml(tmp_path, "m.csv", "vocabulary: {rule: all}\n")
+    yaml_path.write_text(yaml_path.read_text().replace("multilabel", "multiclass"))
+    assert load_dataset(str(yaml_path)).vocabulary == ["rock"]  # counted over train only
+    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz|rock\n")
+    with pytest.raises(MarbleEvalError, match="multiclass needs exactly one label per item; item 'b.wav' has 2"):
+        load_dataset(str(yaml_path))

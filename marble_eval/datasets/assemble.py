@@ -50,6 +50,11 @@ def finish(spec: BenchmarkSpec, context: LoadContext, items: list[Item], notes: 
         want = {split: spec.sizes.get(split, 0) for split in SPLITS}
         if got != want:
             notes.append(f"split sizes {_sizes(got)} differ from the published {_sizes(want)}")
+    if spec.task == "multiclass" and missing_labels is None:
+        wrong = next((item for item in items if len(item.tags) != 1), None)
+        if wrong is not None:
+            raise MarbleEvalError(f"benchmark {spec.name!r}: task multiclass needs exactly one label per item; "
+                                  f"item {wrong.id!r} has {len(wrong.tags)}")
     published = _published(spec, context)
     if missing_labels is None:
         vocabulary = _vocabulary(spec, context, items)
