@@ -14,6 +14,9 @@ COMMAND_MODULES = [
     "marble_eval.cli.info",
     "marble_eval.cli.embed",
     "marble_eval.cli.extract",
+    "marble_eval.cli.probe",
+    "marble_eval.cli.eval",
+    "marble_eval.cli.leaderboard",
     "marble_eval.cli.data",
     "marble_eval.cli.datasets",
     "marble_eval.cli.models",
@@ -23,7 +26,9 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="marble-eval", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="marble-eval", description="Probe music foundation models on Western and non-Western tagging "
+        "benchmarks: extract per-layer features, train MARBLE probes, report metrics.")
     parser.add_argument("--version", action="version", version=f"marble-eval {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

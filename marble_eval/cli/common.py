@@ -34,6 +34,8 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding the dataset's audio")
     parser.add_argument("--reference-dir", type=Path, default=None,
                         help="local split/metadata files instead of fetching (env MARBLE_EVAL_REFERENCE_DIR)")
+    parser.add_argument("--metadata", type=Path, default=None,
+                        help="label file for datasets whose labels you supply (Dunya metadata JSON, FMA tracks.csv)")
 
 
 def add_cache_args(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +65,8 @@ def load_dataset_from_args(args: argparse.Namespace):
     """The Dataset named by --dataset with --data-dir / --reference-dir applied."""
     from marble_eval.datasets.registry import load_dataset
 
-    return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args), cache_dir=None)
+    return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args),
+                        metadata=args.metadata)
 
 
 def load_model_from_args(args: argparse.Namespace):
