@@ -33,7 +33,8 @@ class AstEncoder(SpectrogramTransformerEncoder):
 
     base_family = "ast"
 
-    def __init__(self, module: torch.nn.Module, info: ModelInfo, extractor: ASTFeatureExtractor, **options: str) -> None:
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, extractor: ASTFeatureExtractor,
+                 **options: str) -> None:
         window = (extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH
         super().__init__(module, info, window, extractor.max_length, **options)
         self.extractor = extractor

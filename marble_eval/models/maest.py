@@ -61,7 +61,7 @@ def maest_config(model: ResolvedModel) -> ASTConfig:
     for name, value in expected.items():
         if name in preprocessor and preprocessor[name] != value:
             raise MarbleEvalError(f"{model.directory / 'preprocessor_config.json'}: {name} is {preprocessor[name]!r} "
-                                  f"but MAEST's front-end here uses {value!r}; this is not a supported MAEST checkpoint")
+                                  f"but MAEST's front-end here uses {value!r}; not a supported MAEST checkpoint")
     return config
 
 

@@ -39,6 +39,13 @@ def pooling_of(family: str, base: str) -> str:
     return check_pooling(family[len(prefix):] if family.startswith(prefix) else family)
 
 
+def check_short_clips(policy: str) -> str:
+    """Return ``policy`` if known, else raise ValueError listing the known ones."""
+    if policy not in SHORT_CLIP_POLICIES:
+        raise ValueError(f"unknown short-clip policy {policy!r}; known: {', '.join(SHORT_CLIP_POLICIES)}")
+    return policy
+
+
 def repeat_to(segment: torch.Tensor, n_samples: int) -> torch.Tensor:
     """[B, n] -> [B, n_samples] by tiling along time from the start."""
     repeats = -(-n_samples // segment.shape[1])
@@ -56,9 +63,7 @@ class SpectrogramTransformerEncoder(AudioEncoder):
         self.window_samples = window_samples
         self.max_length = max_length
         self.pooling = check_pooling(pooling)
-        if short_clips not in SHORT_CLIP_POLICIES:
-            raise ValueError(f"unknown short-clip policy {short_clips!r}; known: {', '.join(SHORT_CLIP_POLICIES)}")
-        self.short_clips = short_clips
+        self.short_clips = check_short_clips(short_clips)
 
     @abstractmethod
     def features(self, waves: torch.Tensor) -> torch.Tensor:
@@ -74,13 +79,12 @@ class SpectrogramTransformerEncoder(AudioEncoder):
                 "short_clips": self.short_clips, "short_clips_description": SHORT_CLIP_POLICIES[self.short_clips],
                 "max_length": self.max_length, "window_samples": self.window_samples}
 
-    def with_options(self, pooling: str | None = None, short_clips: str | None = None) -> "SpectrogramTransformerEncoder":
+    def with_options(self, pooling: str | None = None,
+                     short_clips: str | None = None) -> "SpectrogramTransformerEncoder":
         """A copy sharing the weights with another pooling and/or short-clip policy (ModelInfo updated)."""
         clone = copy.copy(self)
         clone.pooling = check_pooling(pooling or self.pooling)
-        clone.short_clips = short_clips or self.short_clips
-        if clone.short_clips not in SHORT_CLIP_POLICIES:
-            raise ValueError(f"unknown short-clip policy {clone.short_clips!r}; known: {', '.join(SHORT_CLIP_POLICIES)}")
+        clone.short_clips = check_short_clips(short_clips or self.short_clips)
         clone.info = dataclasses.replace(
             self.info, family=family_name(self.base_family, clone.pooling),
             dim=pooled_width(self.module.config.hidden_size, clone.pooling),
