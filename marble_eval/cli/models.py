@@ -1,0 +1,33 @@
+"""`marble-eval models`: the known model ids with family, rate, hidden states and dim."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from marble_eval.models.catalog import CATALOG
+from marble_eval.models.registry import FAMILIES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the known model ids (family, rate, hidden states, dim)")
+    parser.add_argument("--family", default=None, help="only models of this family")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = [entry for entry in CATALOG if args.family in (None, entry.family)]
+    if args.json:
+        print(json.dumps([dataclasses.asdict(entry) for entry in entries], indent=2))
+        return 0
+    rows = [("model", "family", "rate", "states", "dim", "window", "description")]
+    rows += [(e.model_id, e.family, str(e.sample_rate), str(e.n_hidden_states), str(e.dim),
+              f"{e.window_seconds:g} s" if e.window_seconds else "any", e.description) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    print(f"\nany local directory or hub id of a supported family also loads; --family overrides the "
+          f"config's model_type: {', '.join(FAMILIES)}")
+    return 0
