@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def test_each_family_loads_from_model_type_and_embeds(root: Path, family: str) -
     info = encoder.info
     assert (info.family, info.sample_rate, info.n_hidden_states, info.dim) == (family, RATE, 3, 32)
     assert info.extra["normalize_source"] == "preprocessor_config.json"
+    assert set(info.extra).isdisjoint(f.name for f in dataclasses.fields(info))
     embeddings, frames = encoder.embed_windows([_wave(1.0), _wave(1.0, seed=1), _wave(0.5)])
     assert embeddings.shape == (3, 3, 32) and embeddings.dtype == np.float32
     assert frames.tolist() == [49, 49, 24]  # 320x down-sampling of the conv front-end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -119,6 +120,7 @@ def test_model_info(maest) -> None:
     assert info.extra["pooling"] == DEFAULT_POOLING == "patch-mean"
     assert info.extra["short_clips"] == "repeat" and info.extra["max_length"] == 316
     assert "hidden state 7" in info.extra["paper_embedding"]
+    assert set(info.extra).isdisjoint(f.name for f in dataclasses.fields(info))  # `info` prints both
 
 
 def test_bin_and_maest_model_type_load_the_same_weights(tmp_path: Path, maest) -> None:

@@ -82,7 +82,7 @@ def load_ast(model: ResolvedModel, family: str = "ast", short_clips: str = DEFAU
         fixed_window_seconds=((extractor.max_length - 1) * FRAME_SHIFT + FRAME_LENGTH) / extractor.sampling_rate,
         extra={"front_end": f"ASTFeatureExtractor (mean {extractor.mean}, std {extractor.std}, "
                             f"do_normalize {extractor.do_normalize})",
-               "hidden_states": "transformers ASTModel: embeddings, then each block's output; the last is "
+               "hidden_state_layout": "transformers ASTModel: embeddings, then each block's output; the last is "
                                 "before the final LayerNorm"},
     )
     encoder = AstEncoder(module, info, extractor, pooling=pooling, short_clips=short_clips)

@@ -76,7 +76,7 @@ def load_maest(model: ResolvedModel, family: str = "maest", short_clips: str = D
         dim=pooled_width(config.hidden_size, pooling), n_parameters=sum(p.numel() for p in module.parameters()),
         fingerprint=fingerprint(model), revision=model.revision, fixed_window_seconds=window / fe.SAMPLE_RATE,
         extra={"front_end": "maest-logmel (see marble_eval.models.maest_frontend)",
-               "hidden_states": "transformers ASTModel: embeddings, then each block's output; the last is "
+               "hidden_state_layout": "transformers ASTModel: embeddings, then each block's output; the last is "
                                 "before the final LayerNorm",
                "paper_embedding": PAPER_EMBEDDING},
     )
