@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -12,6 +13,7 @@ import soxr
 from marble_eval.errors import AudioError
 
 MIN_TRAILING_SECONDS = 1.0  # a trailing window shorter than this is dropped (MARBLE v1)
+STREAM_BLOCK_SECONDS = 10.0  # native-rate seconds decoded per step when streaming
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,87 @@ def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -
     if native_rate != sample_rate:
         mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
+                 block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Decode ``path`` in bounded blocks: mono float32 chunks at ``sample_rate`` (same samples as load_audio).
+
+    soxr's streaming resampler gives exactly the samples of a one-shot resample, so memory
+    stays at one block however long the file is. Raises AudioError like load_audio, possibly
+    after some chunks were yielded (e.g. NaN samples deep into a file).
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as exc:
+        raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
+    with handle:
+        # python-soundfile seeks to the current position after every read, and libsndfile's MP3 decoder
+        # loses its bit reservoir on any seek (~2 corrupt frames per block): read as a forward-only stream.
+        handle._info.seekable = 0
+        native_rate = int(handle.samplerate)
+        remaining = None if max_seconds is None else int(round(max_seconds * native_rate))
+        resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ") \
+            if native_rate != sample_rate else None
+        blocksize = max(1, int(block_seconds * native_rate))
+        total = 0
+        while remaining is None or remaining > 0:
+            try:
+                data = handle.read(blocksize if remaining is None else min(blocksize, remaining),
+                                   dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
+            if data.size == 0:
+                break
+            if not np.isfinite(data).all():
+                raise AudioError(f"{path}: contains NaN or Inf samples")
+            total += len(data)
+            if remaining is not None:
+                remaining -= len(data)
+            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            if resampler is not None:
+                mono = resampler.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32))
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+        if total == 0:
+            raise AudioError(f"{path}: no audio samples")
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if len(tail):
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+
+
+def stream_windows(path: Path, sample_rate: int, window_seconds: float, max_seconds: float | None = None,
+                   block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """The windows of ``split_windows(load_audio(...))``, decoded and cut as the file streams in.
+
+    With a window length, at most one window plus one block is held; whole-clip mode
+    (``window_seconds <= 0``) necessarily holds the whole clip.
+    """
+    chunks = stream_audio(path, sample_rate, max_seconds, block_seconds)
+    if window_seconds <= 0:
+        yield np.concatenate(list(chunks))
+        return
+    size = int(round(window_seconds * sample_rate))
+    pending: list[np.ndarray] = []
+    held = 0
+    emitted = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        # keep one full window back until more audio arrives: a clip of exactly one window stays whole
+        while held > size:
+            joined = np.concatenate(pending)
+            yield joined[:size].copy()
+            emitted += 1
+            pending, held = [joined[size:]], held - size
+    if held == 0:
+        return
+    tail = np.concatenate(pending)
+    if emitted == 0 or len(tail) >= MIN_TRAILING_SECONDS * sample_rate:
+        yield tail
 
 
 def split_windows(wave: np.ndarray, sample_rate: int, window_seconds: float) -> list[np.ndarray]:

@@ -1,40 +1,53 @@
-"""Extraction stage: audio -> windows -> frozen model -> per-layer time means -> cache."""
+"""Extraction stage: audio -> windows -> frozen model -> per-layer time means -> cache.
+
+Single process: DataLoader workers decode and window the audio (``extract_data``), the model
+embeds batches of equal-length windows taken across files, and completed items go to cache
+shards (``extract_collect``). Several processes or machines: ``extract_distributed``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 
-from marble_eval.audio import load_audio, split_windows
+from marble_eval.audio import split_windows, stream_windows
 from marble_eval.cache import CacheKey, FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
-from marble_eval.errors import AudioError, MarbleEvalError
+from marble_eval.extract_collect import ItemAssembler, ShardBuffer
+from marble_eval.extract_data import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
+                                      default_num_workers, window_loader)
 from marble_eval.models.base import AudioEncoder
 from marble_eval.progress import progress_bar
-
-DECODE_AHEAD = 8  # files decoded in background threads while the model runs
 
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    """Preprocessing and run settings; None means the dataset's (or fixed-window model's) default."""
+    """Preprocessing and run settings; None means the dataset's (or fixed-window model's, or device's) default.
+
+    Only window_seconds, max_seconds, precision and storage change the features (they are in
+    the cache key); the others only change speed and memory.
+    """
 
     window_seconds: float | None = None
     max_seconds: float | None = None
     precision: str = "fp32"
     storage: str = "fp16"
-    batch_size: int = 8
+    batch_size: int = 8                  # windows per forward pass, at most
     shard_items: int = 64
+    batch_seconds: float | None = None   # audio per forward pass, at most (None: 40 s on CPU, 480 s on GPU)
+    num_workers: int | None = None       # decode workers (None: 1 on CPU, up to 8 for a GPU; 0: main process)
 
 
 @dataclass
 class ExtractSummary:
-    """What one extraction run did."""
+    """What one extraction run did (for a distributed run: all ranks together, on global rank 0)."""
 
     cache_dir: Path
     total: int
@@ -43,6 +56,8 @@ class ExtractSummary:
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
     wall_seconds: float = 0.0
     audio_seconds: float = 0.0
+    global_rank: int = 0
+    world_size: int = 1
 
     @property
     def realtime(self) -> float:
@@ -50,10 +65,12 @@ class ExtractSummary:
 
     def lines(self) -> list[str]:
         """Human-readable closing summary."""
+        processes = f" on {self.world_size} processes" if self.world_size > 1 else ""
         out = [f"cache: {self.cache_dir}",
                f"items: {self.total} total, {self.extracted} extracted now, {self.already_cached} already cached, "
                f"{len(self.failures)} skipped",
-               f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio ({self.realtime:.1f}x realtime)"]
+               f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
+               f"({self.realtime:.1f}x realtime{processes})"]
         out += [f"skipped {item_id}: {failure['reason']}" for item_id, failure in sorted(self.failures.items())]
         if self.failures:
             out.append(f"failures listed in {self.cache_dir / 'failures.json'}")
@@ -91,53 +108,83 @@ def embed_waveform(model: AudioEncoder, wave: np.ndarray, window_seconds: float,
     return model.embed_windows(windows, batch_size=batch_size)
 
 
-def _decoded(items: list[Item], dataset: Dataset, rate: int, max_seconds: float | None
-             ) -> Iterator[tuple[Item, np.ndarray | AudioError]]:
-    """Decode items in background threads, yielding them in order (bounded look-ahead)."""
-    def decode(item: Item) -> np.ndarray | AudioError:
-        try:
-            return load_audio(dataset.audio_path(item), rate, max_seconds)
-        except AudioError as exc:
-            return exc
-        except MarbleEvalError as exc:  # e.g. a path escaping the data dir
-            return AudioError(str(exc))
+def model_device(model: AudioEncoder) -> torch.device:
+    """The device a model runs on (CPU for objects that do not say)."""
+    return torch.device(getattr(model, "device", "cpu"))
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(decode, item) for item in items[:DECODE_AHEAD]]
-        for position, item in enumerate(items):
-            result = pending[position].result()
-            pending[position] = None  # free the decoded audio once consumed
-            ahead = position + DECODE_AHEAD
-            if ahead < len(items):
-                pending.append(pool.submit(decode, items[ahead]))
-            yield item, result
+
+def batch_plan(model: AudioEncoder, settings: ExtractSettings) -> BatchPlan:
+    """How windows are batched: across files for an AudioEncoder, one file per call for anything else.
+
+    Objects that only offer ``info`` and ``embed_windows`` (wrappers, test doubles) keep the
+    one-call-per-file contract of the original loop.
+    """
+    rate = model.info.sample_rate
+    samples = default_batch_samples(model_device(model), rate) if settings.batch_seconds is None \
+        else max(1, int(settings.batch_seconds * rate))
+    return BatchPlan(batch_size=max(1, settings.batch_size), batch_samples=samples,
+                     mix_files=isinstance(model, AudioEncoder))
+
+
+def window_stream(model: AudioEncoder, dataset: Dataset, items: list[Item], key: CacheKey,
+                  settings: ExtractSettings) -> WindowStream:
+    """The decode side of a run over ``items`` (positions index ``items``)."""
+    return WindowStream(decode_jobs(dataset, items), model.info.sample_rate, key.window_seconds, key.max_seconds,
+                        batch_plan(model, settings))
+
+
+def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:
+    """Decode workers for this run."""
+    return default_num_workers(model_device(model)) if settings.num_workers is None else settings.num_workers
+
+
+@contextlib.contextmanager
+def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
+    """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold)."""
+    if not isinstance(model, AudioEncoder) or model.precision == precision:
+        yield
+        return
+    previous = model.precision
+    model.to(model.device, precision)
+    try:
+        yield
+    finally:
+        model.to(model.device, previous)
+
+
+def embed_batch(model: AudioEncoder, batch: WindowBatch, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model outputs for the windows of one batch: ([B, L, D] float32, [B] frames)."""
+    if not batch.keys:
+        return np.zeros((0, model.info.n_hidden_states, model.info.dim), np.float32), np.zeros(0, np.int64)
+    return model.embed_windows(batch.windows(), batch_size=max(batch_size, len(batch.keys)))
 
 
 def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings: ExtractSettings,
                     splits: tuple[str, ...] = SPLITS, show_progress: bool = True) -> ExtractSummary:
     """Extract every not-yet-cached item of ``splits``; bad audio is skipped and reported."""
     cache = open_cache(root, model, dataset, settings).create()
-    key = cache.key
     wanted = [item for item in dataset.items if item.split in splits]
-    todo = [item for item in wanted if item.id not in cache.done_ids()]
+    done = cache.done_ids()
+    todo = [item for item in wanted if item.id not in done]
     summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo))
-    buffer: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    loader = window_loader(window_stream(model, dataset, todo, cache.key, settings), num_workers(model, settings))
+    assembler, shards = ItemAssembler(), ShardBuffer(cache, settings.shard_items)
     started = time.perf_counter()
-    with progress_bar(show_progress, realtime=True) as bar:
+    with computing_in(model, settings.precision), progress_bar(show_progress, realtime=True) as bar:
         task = bar.add_task(f"extract {dataset.name}", total=len(todo), realtime="")
-        for item, audio in _decoded(todo, dataset, model.info.sample_rate, key.max_seconds):
-            if isinstance(audio, AudioError):
-                summary.failures[item.id] = {"path": item.path, "reason": str(audio)}
-            else:
-                buffer[item.id] = embed_waveform(model, audio, key.window_seconds, settings.batch_size)
-                summary.audio_seconds += len(audio) / model.info.sample_rate
+        for batch in loader:
+            states, frames = embed_batch(model, batch, settings.batch_size)
+            completed, failed = assembler.add(batch, states, frames)
+            for item in completed:
+                shards.add(todo[item.position].id, item.features, item.frames)
+                summary.audio_seconds += item.seconds
                 summary.extracted += 1
-                if len(buffer) >= settings.shard_items:
-                    cache.write_shard(buffer)
-                    buffer = {}
+            for position, reason in failed:
+                summary.failures[todo[position].id] = {"path": todo[position].path, "reason": reason}
             elapsed = time.perf_counter() - started
-            bar.update(task, advance=1, realtime=f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x realtime")
-        cache.write_shard(buffer)
+            bar.update(task, advance=len(completed) + len(failed),
+                       realtime=f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x realtime")
+        shards.flush()
     cache.write_failures(summary.failures)
     summary.wall_seconds = time.perf_counter() - started
     return summary
@@ -150,8 +197,17 @@ def embed_files(model: AudioEncoder, paths: list[Path], window_seconds: float = 
         window_seconds = float(model.info.fixed_window_seconds)
     out = np.zeros((len(paths), model.info.n_hidden_states, model.info.dim), dtype=np.float32)
     for row, path in enumerate(paths):
-        wave = load_audio(Path(path), model.info.sample_rate, max_seconds)
-        states, frames = embed_waveform(model, wave, window_seconds, batch_size)
-        weights = frames.astype(np.float64) / max(frames.sum(), 1)
-        out[row] = np.einsum("w,wld->ld", weights, states.astype(np.float64))
+        total = np.zeros((model.info.n_hidden_states, model.info.dim), dtype=np.float64)
+        frame_total = 0
+        chunk: list[np.ndarray] = []
+        windows = stream_windows(Path(path), model.info.sample_rate, window_seconds, max_seconds)
+        for window in itertools.chain(windows, [None]):  # windows stream in; embed batch_size at a time
+            if window is not None:
+                chunk.append(window)
+            if chunk and (window is None or len(chunk) == batch_size):
+                states, frames = model.embed_windows(chunk, batch_size)
+                total += np.einsum("w,wld->ld", frames.astype(np.float64), states.astype(np.float64))
+                frame_total += int(frames.sum())
+                chunk = []
+        out[row] = total / max(frame_total, 1)
     return out

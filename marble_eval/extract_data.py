@@ -1,0 +1,188 @@
+"""Decode side of extraction: items -> streamed windows -> batches of equal-length windows.
+
+Runs inside torch DataLoader workers (or inline with ``num_workers=0``). Each worker owns
+every k-th item, streams its windows (bounded memory, see ``audio.stream_windows``) and groups
+windows of equal length, across files, into batches. Item-level events (all windows of an
+item decoded, or its audio failed) ride along on the next batch, so the consumer can tell when
+an item is complete without any shared state between processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from marble_eval.audio import stream_windows
+from marble_eval.datasets.base import Dataset, Item
+from marble_eval.errors import AudioError, MarbleEvalError
+
+DEFAULT_BATCH_SECONDS = {"cpu": 40.0, "cuda": 480.0}  # audio per forward: CPU activations grow ~35 MB per s
+PENDING_FACTOR = 2  # a worker holds at most this many batches' worth of undelivered windows
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One item to decode: its position in the run's item list and its audio path (or why there is none)."""
+
+    position: int
+    path: str | None
+    error: str | None = None
+
+
+@dataclass
+class WindowBatch:
+    """Equal-length raw windows from one or more items, plus item events decoded before it was sent."""
+
+    waves: torch.Tensor                      # [B, T] float32, not yet model-preprocessed
+    keys: list[tuple[int, int]]              # (item position, window index) of each row
+    finished: list[tuple[int, int, float]] = field(default_factory=list)  # (position, n windows, seconds)
+    failed: list[tuple[int, str]] = field(default_factory=list)           # (position, reason)
+
+    def windows(self) -> list[np.ndarray]:
+        """The rows as numpy arrays (what AudioEncoder.embed_windows takes)."""
+        return list(self.waves.numpy()) if self.keys else []
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How windows are grouped into forward passes."""
+
+    batch_size: int = 8                  # at most this many windows per batch
+    batch_samples: int = 40 * 24000      # and at most this many samples (one window always fits)
+    mix_files: bool = True               # False: a batch never spans two items (one call per file)
+
+    def capacity(self, length: int) -> int:
+        """Windows of ``length`` samples that fit in one batch."""
+        return max(1, min(self.batch_size, self.batch_samples // max(length, 1)))
+
+
+def decode_jobs(dataset: Dataset, items: Sequence[Item]) -> list[DecodeJob]:
+    """Jobs for ``items`` in order; an item whose path is refused becomes a job that fails with the reason."""
+    jobs = []
+    for position, item in enumerate(items):
+        try:
+            jobs.append(DecodeJob(position, str(dataset.audio_path(item))))
+        except MarbleEvalError as exc:
+            jobs.append(DecodeJob(position, None, str(exc)))
+    return jobs
+
+
+class _Batcher:
+    """Groups (key, window) pairs by length into batches; bounded number of held windows."""
+
+    def __init__(self, plan: BatchPlan) -> None:
+        self.plan = plan
+        self.buckets: dict[int, list[tuple[tuple[int, int], np.ndarray]]] = {}  # insertion order = age
+        self.finished: list[tuple[int, int, float]] = []
+        self.failed: list[tuple[int, str]] = []
+
+    def held(self) -> tuple[int, int]:
+        """(windows, samples) waiting in buckets."""
+        return (sum(len(bucket) for bucket in self.buckets.values()),
+                sum(length * len(bucket) for length, bucket in self.buckets.items()))
+
+    def add(self, key: tuple[int, int], wave: np.ndarray) -> Iterator[WindowBatch]:
+        bucket = self.buckets.setdefault(len(wave), [])
+        bucket.append((key, wave))
+        if len(bucket) >= self.plan.capacity(len(wave)):
+            yield self._emit(len(wave))
+        while self.buckets and self._over_budget():
+            yield self._emit(next(iter(self.buckets)))
+
+    def _over_budget(self) -> bool:
+        windows, samples = self.held()
+        return windows > PENDING_FACTOR * self.plan.batch_size or samples > PENDING_FACTOR * self.plan.batch_samples
+
+    def fail(self, position: int, reason: str) -> None:
+        for length in list(self.buckets):
+            self.buckets[length] = [entry for entry in self.buckets[length] if entry[0][0] != position]
+            if not self.buckets[length]:
+                del self.buckets[length]
+        self.failed.append((position, reason))
+
+    def flush(self) -> Iterator[WindowBatch]:
+        while self.buckets:
+            yield self._emit(next(iter(self.buckets)))
+        if self.finished or self.failed:
+            yield self._batch([], [])
+
+    def _emit(self, length: int) -> WindowBatch:
+        entries = self.buckets.pop(length)
+        return self._batch([key for key, _ in entries], [wave for _, wave in entries])
+
+    def _batch(self, keys: list[tuple[int, int]], waves: list[np.ndarray]) -> WindowBatch:
+        tensor = torch.from_numpy(np.stack(waves)) if waves else torch.zeros((0, 0), dtype=torch.float32)
+        batch = WindowBatch(tensor, keys, self.finished, self.failed)
+        self.finished, self.failed = [], []
+        return batch
+
+
+class WindowStream(IterableDataset):
+    """Batches of windows of ``jobs``; under a DataLoader each worker takes every k-th job."""
+
+    def __init__(self, jobs: Sequence[DecodeJob], sample_rate: int, window_seconds: float,
+                 max_seconds: float | None, plan: BatchPlan) -> None:
+        super().__init__()
+        self.jobs = list(jobs)
+        self.sample_rate = sample_rate
+        self.window_seconds = window_seconds
+        self.max_seconds = max_seconds
+        self.plan = plan
+
+    def __iter__(self) -> Iterator[WindowBatch]:
+        worker = get_worker_info()
+        jobs = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
+        batcher = _Batcher(self.plan)
+        for job in jobs:
+            yield from self._decode(job, batcher)
+            if not self.plan.mix_files:
+                yield from batcher.flush()
+        yield from batcher.flush()
+
+    def _decode(self, job: DecodeJob, batcher: _Batcher) -> Iterator[WindowBatch]:
+        if job.path is None:
+            batcher.fail(job.position, job.error or "no audio path")
+            return
+        count, samples = 0, 0
+        try:
+            for window in stream_windows(job.path, self.sample_rate, self.window_seconds, self.max_seconds):
+                samples += len(window)
+                yield from batcher.add((job.position, count), window)
+                count += 1
+        except AudioError as exc:
+            batcher.fail(job.position, str(exc))
+            return
+        if count == 0:
+            batcher.fail(job.position, f"{job.path}: no audio samples")
+            return
+        batcher.finished.append((job.position, count, samples / self.sample_rate))
+
+
+def _keep(batch: WindowBatch) -> WindowBatch:
+    return batch
+
+
+def default_num_workers(device: torch.device | str) -> int:
+    """Decode workers when not set: decoding is ~1% of a CPU forward, so one; more to feed a GPU."""
+    cores = os.cpu_count() or 2
+    return 1 if torch.device(device).type == "cpu" else max(1, min(8, cores - 1))
+
+
+def default_batch_samples(device: torch.device | str, sample_rate: int) -> int:
+    """Samples per forward when not set (bounds activation memory)."""
+    seconds = DEFAULT_BATCH_SECONDS.get(torch.device(device).type, DEFAULT_BATCH_SECONDS["cuda"])
+    return int(seconds * sample_rate)
+
+
+def window_loader(stream: WindowStream, num_workers: int) -> DataLoader:
+    """A DataLoader over ``stream`` that hands batches over unchanged."""
+    if num_workers < 0:
+        raise MarbleEvalError(f"--num-workers {num_workers}: must be 0 (decode in the main process) or more")
+    workers = min(num_workers, max(len(stream.jobs), 1))
+    return DataLoader(stream, batch_size=None, collate_fn=_keep, num_workers=workers,
+                      prefetch_factor=2 if workers else None, persistent_workers=False)
