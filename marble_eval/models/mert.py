@@ -60,7 +60,7 @@ def load_mert(model: ResolvedModel, family: str = "mert") -> MertEncoder:
     config = hubert_config(raw, str(model.directory / "config.json"))
     module = HubertModel.from_pretrained(
         str(model.directory), config=config, dtype=torch.float32,
-        use_safetensors=model.uses_safetensors(), weights_only=True,
+        use_safetensors=model.uses_safetensors(), weights_only=True, attn_implementation="sdpa",
     )
     info = ModelInfo(
         model_id=model.spec, family=family, sample_rate=int(raw.get("sample_rate", DEFAULT_RATE)),
