@@ -1,0 +1,175 @@
+"""Probe metrics (PROTOCOL 4): exact macro ROC-AUC and mAP, F1 at a threshold, undefined tags excluded.
+
+Everything is computed by torchmetrics' functional API. Two things are done here on top of it:
+- scores must be probabilities: torchmetrics applies its own sigmoid when any value lies outside
+  [0, 1], so scores are checked and clamped to [0, 1] before they reach it;
+- a tag whose metric is undefined in the evaluated split (ROC-AUC: no positive or no negative item;
+  AP and F1: no positive item) is left out of the macro average and named in ``excluded_tags``;
+  torchmetrics would score it 0 and average it in.
+
+Micro-F1 is computed over every tag (false positives on an empty tag are real errors); macro-F1,
+a macro average, leaves out tags with no positive item, like ROC-AUC and AP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multilabel_auroc,
+    multilabel_average_precision,
+    multilabel_f1_score,
+)
+
+from marble_eval.errors import MarbleEvalError
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_tensor(values: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
+    tensor = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.from_numpy(np.asarray(values))
+    return tensor.to(dtype)
+
+
+def _checked_inputs(y_true: ArrayLike, y_score: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as 2-D tensors (int targets, float64 probabilities in [0, 1]); one-line errors otherwise."""
+    target = _as_tensor(y_true, torch.float64)
+    preds = _as_tensor(y_score, torch.float64)
+    if target.ndim != 2 or preds.shape != target.shape:
+        raise MarbleEvalError(
+            f"metrics: y_true {tuple(target.shape)} and y_score {tuple(preds.shape)} must both be [n_items, n_tags]"
+        )
+    if target.shape[0] == 0:
+        raise MarbleEvalError("metrics: no items to evaluate; the split is empty")
+    if not bool(((target == 0) | (target == 1)).all()):
+        raise MarbleEvalError("metrics: y_true must hold only 0 and 1")
+    if not bool(torch.isfinite(preds).all()):
+        raise MarbleEvalError("metrics: y_score holds NaN or inf; the probe diverged (try a lower lr)")
+    if bool(((preds < -1e-6) | (preds > 1 + 1e-6)).any()):
+        raise MarbleEvalError("metrics: y_score must be probabilities in [0, 1]; apply the sigmoid first")
+    # Clamp rounding noise so that torchmetrics never decides to apply a sigmoid of its own.
+    return target.long(), preds.clamp_(0.0, 1.0)
+
+
+def _names(tags: Sequence[str] | None, n_tags: int) -> list[Any]:
+    if tags is None:
+        return list(range(n_tags))
+    if len(tags) != n_tags:
+        raise MarbleEvalError(f"metrics: {len(tags)} tag names for {n_tags} score columns; pass one name per column")
+    return list(tags)
+
+
+def _per_column(metric, preds: torch.Tensor, target: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``metric`` (a torchmetrics multilabel function, average=None) on the selected columns only."""
+    if columns.numel() == 0:
+        return torch.empty(0, dtype=torch.float64)
+    n = int(columns.numel())
+    # Inputs were checked by _checked_inputs; torchmetrics' own checks would triple the cost.
+    values = metric(
+        preds[:, columns], target[:, columns], num_labels=n, average=None, thresholds=None, validate_args=False
+    )
+    return values.reshape(n).to(torch.float64)
+
+
+def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike) -> np.ndarray:
+    """Macro ROC-AUC (the probe monitor) of one or many score matrices against the same labels.
+
+    ``y_score`` is [n_items, n_tags] or [n_probes, n_items, n_tags]; returns a float64 array of shape
+    [] or [n_probes]. Only tags with both positive and negative items count, as in compute_metrics.
+    """
+    scores = _as_tensor(y_score, torch.float64)
+    stacked = scores if scores.ndim == 3 else scores.unsqueeze(0)
+    n_probes, n_items, n_tags = stacked.shape
+    # One torchmetrics call over every (probe, tag) column: items stay rows, probes go side by side.
+    side_by_side = stacked.permute(1, 0, 2).reshape(n_items, n_probes * n_tags)
+    target, preds = _checked_inputs(_as_tensor(y_true, torch.float64).repeat(1, n_probes), side_by_side)
+    positives = target[:, :n_tags].sum(0)
+    valid = torch.nonzero((positives > 0) & (positives < n_items)).flatten()
+    if valid.numel() == 0:
+        raise MarbleEvalError("metrics: no tag has both positive and negative items; ROC-AUC is undefined")
+    columns = (torch.arange(n_probes)[:, None] * n_tags + valid[None, :]).flatten()
+    per_tag = _per_column(multilabel_auroc, preds, target, columns).reshape(n_probes, -1).numpy()
+    means = np.array([row.mean() for row in per_tag])
+    return means if scores.ndim == 3 else means[0]
+
+
+def compute_metrics(
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    threshold: float = 0.5,
+    tags: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Multi-label metrics of probabilities ``y_score`` [n_items, n_tags] against 0/1 ``y_true``.
+
+    Returns ``roc_auc``, ``map`` (macro, exact), ``micro_f1``, ``macro_f1`` (predicted positive when
+    score > threshold), ``excluded_tags`` (tags left out of at least one macro average) and
+    ``per_tag`` ({tag: {"roc_auc", "ap"}}, None where undefined). Tags are named by ``tags`` or by
+    column index.
+    """
+    target, preds = _checked_inputs(y_true, y_score)
+    names = _names(tags, target.shape[1])
+    positives = target.sum(0)
+    has_pos = positives > 0
+    has_both = has_pos & (positives < target.shape[0])
+    auc_cols = torch.nonzero(has_both).flatten()
+    ap_cols = torch.nonzero(has_pos).flatten()
+    if auc_cols.numel() == 0:
+        raise MarbleEvalError("metrics: no tag has both positive and negative items; ROC-AUC is undefined")
+
+    auc = _per_column(multilabel_auroc, preds, target, auc_cols)
+    ap = _per_column(multilabel_average_precision, preds, target, ap_cols)
+    n_tags = target.shape[1]
+    micro_f1 = multilabel_f1_score(preds, target, num_labels=n_tags, threshold=threshold, average="micro")
+    macro_f1 = multilabel_f1_score(
+        preds[:, ap_cols], target[:, ap_cols], num_labels=int(ap_cols.numel()), threshold=threshold, average="macro"
+    )
+
+    per_tag: dict[Any, dict[str, float | None]] = {name: {"roc_auc": None, "ap": None} for name in names}
+    for column, value in zip(auc_cols.tolist(), auc.tolist()):
+        per_tag[names[column]]["roc_auc"] = value
+    for column, value in zip(ap_cols.tolist(), ap.tolist()):
+        per_tag[names[column]]["ap"] = value
+    return {
+        "roc_auc": float(auc.numpy().mean()),
+        "map": float(ap.numpy().mean()),
+        "micro_f1": float(micro_f1),
+        "macro_f1": float(macro_f1),
+        "excluded_tags": [names[i] for i in torch.nonzero(~has_both).flatten().tolist()],
+        "per_tag": per_tag,
+    }
+
+
+def compute_multiclass_metrics(
+    y_true_index: ArrayLike,
+    probs: ArrayLike,
+    tags: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Single-label metrics: ``accuracy`` of the arg-max, plus macro ROC-AUC / mAP one-vs-rest.
+
+    ``y_true_index`` [n_items] holds class indices, ``probs`` [n_items, n_classes] the softmax.
+    A class absent from the split is excluded from the macro averages and named in ``excluded_tags``.
+    """
+    index = _as_tensor(y_true_index, torch.int64)
+    scores = _as_tensor(probs, torch.float64)
+    if index.ndim != 1 or scores.ndim != 2 or scores.shape[0] != index.shape[0]:
+        raise MarbleEvalError(
+            f"metrics: y_true_index {tuple(index.shape)} must be [n_items] and probs {tuple(scores.shape)} [n_items, n_classes]"
+        )
+    n_classes = scores.shape[1]
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_classes):
+        raise MarbleEvalError(f"metrics: class indices must lie in 0..{n_classes - 1}")
+    one_hot = torch.nn.functional.one_hot(index, n_classes)
+    scored = compute_metrics(one_hot, scores, tags=tags)
+    _, checked = _checked_inputs(one_hot, scores)
+    accuracy = multiclass_accuracy(checked, index, num_classes=n_classes, average="micro")
+    return {
+        "accuracy": float(accuracy),
+        "roc_auc": scored["roc_auc"],
+        "map": scored["map"],
+        "excluded_tags": scored["excluded_tags"],
+        "per_tag": scored["per_tag"],
+    }

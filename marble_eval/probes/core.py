@@ -1,0 +1,94 @@
+"""Math shared by the one-probe and the batched trainers, so that both compute the same numbers.
+
+A probe's randomness is a function of its seed alone, drawn from three independent streams:
+``init`` (weights, once), ``shuffle`` (one permutation of the training windows per epoch) and
+``dropout`` (one mask per training step). Probes of the same seed therefore start from the same
+weights and see the same batches whatever their learning rate or layer (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+STREAMS = ("init", "shuffle", "dropout")
+EVAL_ROWS = 256  # windows per forward pass at evaluation (same in both trainers: same matmul shapes)
+Layer = int | str  # a hidden-state index, or "weighted"
+WEIGHTED = "weighted"
+
+
+def stream(seed: int, name: str) -> torch.Generator:
+    """The CPU generator of one random stream of a probe seed."""
+    state = np.random.SeedSequence([int(seed), STREAMS.index(name)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """Sizes of a probe head: input dim, hidden width (None for a linear head), labels, dropout."""
+
+    dim: int
+    hidden: int | None
+    n_labels: int
+    dropout: float
+
+
+def init_head(seed: int, shape: HeadShape) -> list[torch.Tensor]:
+    """Initial [weight, bias, ...] of each Linear in order, as nn.Linear's default distribution
+    (uniform within 1/sqrt(fan_in)) but drawn from the probe's own ``init`` stream."""
+    gen = stream(seed, "init")
+    sizes = [(shape.dim, shape.n_labels)] if shape.hidden is None else [(shape.dim, shape.hidden), (shape.hidden, shape.n_labels)]
+    tensors = []
+    for fan_in, fan_out in sizes:
+        bound = 1.0 / math.sqrt(fan_in)
+        tensors.append(torch.rand(fan_out, fan_in, generator=gen).mul_(2 * bound).sub_(bound))
+        tensors.append(torch.rand(fan_out, generator=gen).mul_(2 * bound).sub_(bound))
+    return tensors
+
+
+def epoch_permutation(gen: torch.Generator, n: int) -> torch.Tensor:
+    """The order of the training windows for one epoch (one randperm per epoch, nothing else drawn)."""
+    return torch.randperm(n, generator=gen)
+
+
+def dropout_mask(gen: torch.Generator, shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """Inverted-dropout mask (0 or 1/(1-p)) drawn from a probe's ``dropout`` stream."""
+    return torch.empty(shape).bernoulli_(1.0 - p, generator=gen).div_(1.0 - p)
+
+
+def mix_states(logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Softmax-weighted sum of hidden states: logits [..., S], states [..., B, S, D] -> [..., B, D].
+    Written as a batched matmul: its result per probe does not depend on how many probes are
+    stacked, whereas a broadcast-and-sum reduction may change order with the tensor's shape."""
+    weights = torch.softmax(logits, dim=-1)
+    batch, n_states, dim = states.shape[-3:]
+    flat = states.reshape(-1, batch, n_states, dim).transpose(1, 2).reshape(-1, n_states, batch * dim)
+    mixed = torch.bmm(weights.reshape(-1, 1, n_states), flat)
+    return mixed.reshape(*states.shape[:-3], batch, dim)
+
+
+def probe_loss(logits: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+    """Mean loss over a batch, per probe: logits/targets [..., B, T] -> [...].
+    BCE-with-logits (no class weights) for multilabel, cross-entropy for multiclass (one-hot targets)."""
+    if task == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=(-2, -1))
+    flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, targets.shape[-1]).argmax(-1), reduction="none")
+    return flat.reshape(logits.shape[:-1]).mean(dim=-1)
+
+
+def item_probabilities(window_logits: torch.Tensor, item_of_window: torch.Tensor, windows_per_item: torch.Tensor, task: str) -> torch.Tensor:
+    """Average window logits per item, then sigmoid (softmax for multiclass), in float64.
+    window_logits [..., n_windows, T] -> [..., n_items, T]."""
+    shape = (*window_logits.shape[:-2], windows_per_item.shape[0], window_logits.shape[-1])
+    sums = torch.zeros(shape, dtype=window_logits.dtype).index_add_(-2, item_of_window, window_logits)
+    mean = (sums / windows_per_item[:, None]).double()
+    return torch.sigmoid(mean) if task == "multilabel" else torch.softmax(mean, dim=-1)
+
+
+def monitor_value(score: float) -> float:
+    """The monitored score as Lightning logs it (float32), so both trainers take the same decisions."""
+    return float(np.float32(score))

@@ -1,0 +1,168 @@
+"""The MARBLE grid (PROTOCOL 3): every (lr, layer, seed) probe of a recipe, trained batched,
+selected per seed on validation, summarised over seeds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import RootModel
+
+from marble_eval.errors import MarbleEvalError
+from marble_eval.probes.bank import ProbeBank, ProbeConfig
+from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
+from marble_eval.probes.data import SplitData, SplitTensors, check_data
+from marble_eval.probes.evaluation import split_metrics
+from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning
+from marble_eval.probes.progress import ProbeProgress, grid_progress
+from marble_eval.probes.recipe import ProbeRecipe
+from marble_eval.probes.selection import scalar_metrics, select_index, summarise
+
+MARBLE_LRS = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)  # CultureMERT reports the mean over five seeds
+MEMORY_BUDGET = 2 * 1024**3  # bytes of probe state per chunk when chunk_size is not given
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Learning rates x layers (hidden-state index or "weighted") x seeds."""
+
+    lrs: list[float]
+    layers: list[Layer]
+    seeds: list[int]
+
+    @classmethod
+    def marble(cls, n_hidden_states: int, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS) -> "GridSpec":
+        """The full grid: six learning rates x every single hidden state and the weighted sum."""
+        return cls(list(MARBLE_LRS), [*range(n_hidden_states), WEIGHTED], list(seeds))
+
+    @classmethod
+    def quick(cls, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS) -> "GridSpec":
+        """One configuration per seed: lr 1e-3 on the weighted sum of hidden states."""
+        return cls([1e-3], [WEIGHTED], list(seeds))
+
+    def configs(self) -> list[ProbeConfig]:
+        """Every configuration in grid order: seed, then layer, then lr (the order ties fall back on)."""
+        return [ProbeConfig(lr, layer, seed) for seed in self.seeds for layer in self.layers for lr in self.lrs]
+
+    def check(self, n_states: int) -> None:
+        """One-line errors for an empty, duplicated or out-of-range grid."""
+        for name, values in (("lrs", self.lrs), ("layers", self.layers), ("seeds", self.seeds)):
+            if not values or len(set(values)) != len(values):
+                raise MarbleEvalError(f"grid {name} {values!r} must be non-empty and without repeats")
+        if any(not lr > 0 for lr in self.lrs):
+            raise MarbleEvalError(f"grid lrs {self.lrs!r} must all be positive")
+        for layer in self.layers:
+            single = isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < n_states
+            if not (single or (layer == WEIGHTED and n_states >= 2)):
+                raise MarbleEvalError(
+                    f"grid layer {layer!r} is not a hidden state 0..{n_states - 1} or 'weighted' (needs >= 2 states)"
+                )
+
+
+@dataclass
+class GridResult:
+    """Every configuration's metrics, each seed's selected configuration and the summary over seeds.
+
+    ``configs``: {lr, layer, seed, epochs, best_epoch, valid, test} with scalar metrics (None for a
+    probe that diverged). ``selected``: per seed {seed, index (into configs), lr, layer, valid, test}
+    with the full test metrics (per-tag ROC-AUC/AP, excluded tags). ``summary``: {metric: {mean,
+    std, n}} over seeds of the selected test metrics."""
+
+    task: str
+    tags: list[str]
+    recipe: dict[str, Any]
+    grid: dict[str, Any]
+    max_epochs: int
+    configs: list[dict[str, Any]]
+    selected: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GridResult":
+        """Inverse of to_dict (per-tag keys come back as strings after a JSON round trip)."""
+        return cls(**data)
+
+
+def auto_chunk_size(recipe: ProbeRecipe, n_states: int, dim: int, n_labels: int) -> int:
+    """How many probes fit MEMORY_BUDGET: parameters x 5 (weights, gradient, two Adam moments,
+    snapshot) plus one training batch and one evaluation block of activations, in float32."""
+    widths = [dim, n_labels] if recipe.hidden_dim is None else [dim, recipe.hidden_dim, n_labels]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:])) + n_states
+    activations = (recipe.batch_size * 3 + EVAL_ROWS) * sum(widths)
+    return max(1, MEMORY_BUDGET // (4 * (5 * params + activations)))
+
+
+def _train_chunk(
+    configs: list[ProbeConfig], splits: dict[str, SplitTensors], recipe: ProbeRecipe, task: str,
+    tags: list[str], max_epochs: int, callback: ProbeProgress,
+) -> list[dict[str, Any]]:
+    bank = ProbeBank(recipe, splits, task, configs)
+    with quiet_lightning():
+        make_trainer(max_epochs, [callback], validate=False).fit(bank)
+    records = bank.training_record()
+    probs = {name: bank.final_probabilities(splits[name]) for name in ("valid", "test")}
+    results = []
+    for index, config in enumerate(configs):
+        metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags) for name in probs}
+        results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics})
+    return results
+
+
+def run_grid(
+    data: dict[str, SplitData],
+    recipe: ProbeRecipe,
+    grid: GridSpec,
+    task: str,
+    tags: list[str],
+    progress: bool = True,
+    max_epochs: int | None = None,
+    chunk_size: int | None = None,
+) -> GridResult:
+    """Train every configuration of ``grid`` batched (``chunk_size`` probes at a time; results do not
+    depend on it), select per seed on validation macro ROC-AUC, and summarise over seeds."""
+    started = time.perf_counter()
+    splits = check_data(data, task)
+    n_states, dim = (int(n) for n in splits["train"].features.shape[1:])
+    n_labels = int(splits["train"].labels.shape[1])
+    if len(tags) != n_labels:
+        raise MarbleEvalError(f"{len(tags)} tag names for {n_labels} label columns; pass one name per column")
+    grid.check(n_states)
+    epochs = max_epochs or recipe.max_epochs
+    configs = grid.configs()
+    size = chunk_size or auto_chunk_size(recipe, n_states, dim, n_labels)
+    chunks = [configs[start : start + size] for start in range(0, len(configs), size)]
+    results: list[dict[str, Any]] = []
+    with grid_progress(progress) as bar:
+        task_id = bar.add_task("probes", total=len(configs))
+        for number, chunk in enumerate(chunks, 1):
+            callback = ProbeProgress(bar, task_id, number, len(chunks))
+            results += _train_chunk(chunk, splits, recipe, task, list(tags), epochs, callback)
+    selected = []
+    for seed in grid.seeds:
+        index = select_index(results, seed)
+        chosen = results[index]
+        selected.append({
+            "seed": seed, "index": index, "lr": chosen["lr"], "layer": chosen["layer"],
+            "valid": scalar_metrics(chosen["valid"]), "test": chosen["test"],
+        })
+    configs_out = [{**r, "valid": scalar_metrics(r["valid"]), "test": scalar_metrics(r["test"])} for r in results]
+    return GridResult(
+        task=task,
+        tags=list(tags),
+        recipe=RootModel[ProbeRecipe](recipe).model_dump(),
+        grid=asdict(grid),
+        max_epochs=epochs,
+        configs=configs_out,
+        selected=selected,
+        summary=summarise(selected),
+        seconds=time.perf_counter() - started,
+        meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order"},
+    )

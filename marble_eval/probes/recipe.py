@@ -1,0 +1,77 @@
+"""Probe recipes: one YAML per recipe under probes/, validated into ``ProbeRecipe``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from marble_eval.configs import load_config
+from marble_eval.errors import MarbleEvalError
+from marble_eval.paths import probes_dir
+
+STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(config=STRICT)
+class PlateauSchedule:
+    """ReduceLROnPlateau on the validation monitor (mode max); torch defaults for the rest."""
+
+    factor: float = Field(default=0.5, gt=0, lt=1)
+    patience: int = Field(default=3, ge=0)
+    threshold: float = Field(default=1e-4, ge=0)  # relative, as torch's default threshold_mode "rel"
+
+
+@dataclass(config=STRICT)
+class EarlyStopping:
+    """Stop a probe after ``patience`` validations without improvement larger than ``min_delta``."""
+
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+@dataclass(config=STRICT)
+class ProbeRecipe:
+    """How one probe is trained (PROTOCOL 3). ``head`` mlp: Linear-ReLU-Dropout-Linear; linear: Linear."""
+
+    name: str
+    version: str
+    head: Literal["mlp", "linear"]
+    description: str = ""
+    hidden_dim: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    optimizer: Literal["adam"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=64, ge=1)
+    max_epochs: int = Field(default=100, ge=1)
+    monitor: Literal["valid_roc_auc"] = "valid_roc_auc"
+    lr_schedule: PlateauSchedule = Field(default_factory=PlateauSchedule)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    restore_best: bool = True
+
+    @model_validator(mode="after")
+    def _head_fields(self) -> "ProbeRecipe":
+        if self.head == "mlp" and self.hidden_dim is None:
+            raise ValueError("head mlp needs hidden_dim (MARBLE: 512)")
+        if self.head == "linear" and (self.hidden_dim is not None or self.dropout):
+            raise ValueError("head linear takes no hidden_dim or dropout; remove them")
+        return self
+
+
+def known_recipes() -> list[str]:
+    """Names of the recipe YAMLs in the probes folder."""
+    return sorted(path.stem for path in probes_dir().glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> ProbeRecipe:
+    """A recipe by name (probes/<name>.yaml) or by path to a YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = probes_dir() / f"{text}.yaml"
+        if not path.is_file():
+            known = ", ".join(known_recipes()) or "none"
+            raise MarbleEvalError(f"unknown probe recipe {text!r}; known recipes: {known} (or pass a YAML path)")
+    return load_config(ProbeRecipe, path)

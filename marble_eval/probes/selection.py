@@ -1,0 +1,43 @@
+"""Choosing each seed's configuration on validation, and summarising the chosen test metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SCALARS = ("roc_auc", "map", "micro_f1", "macro_f1", "accuracy")
+
+
+def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The macro numbers and excluded tags of a metrics dict, without the per-tag table."""
+    if metrics is None:
+        return None
+    return {key: value for key, value in metrics.items() if key != "per_tag"}
+
+
+def select_index(configs: list[dict[str, Any]], seed: int) -> int:
+    """Index of the selected configuration of ``seed``: highest validation macro ROC-AUC; ties go to
+    the higher validation mAP, then to the configuration that comes first in grid order.
+    Configurations without validation metrics (diverged) are never selected."""
+    candidates = [
+        (-c["valid"]["roc_auc"], -c["valid"]["map"], index)
+        for index, c in enumerate(configs)
+        if c["seed"] == seed and c["valid"] is not None
+    ]
+    if not candidates:
+        raise ValueError(f"no configuration of seed {seed} has validation metrics")
+    return min(candidates)[2]
+
+
+def summarise(selected: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for one seed) over seeds of each scalar
+    test metric of the selected configurations."""
+    summary = {}
+    for key in SCALARS:
+        values = [s["test"][key] for s in selected if key in s["test"]]
+        if values:
+            array = np.asarray(values, dtype=np.float64)
+            std = float(array.std(ddof=1)) if len(values) > 1 else 0.0
+            summary[key] = {"mean": float(array.mean()), "std": std, "n": len(values)}
+    return summary
