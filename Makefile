@@ -6,6 +6,7 @@ MODEL   ?= fixture
 DATASET ?= fixture
 RECIPE  ?= mlp
 SEEDS   ?= 5
+RESULTS ?= results
 EVAL_ARGS ?=
 
 .PHONY: setup test eval bench leaderboard clean
@@ -20,11 +21,11 @@ test: setup
 	$(PY) -m pytest -q
 
 eval: setup
-	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) $(EVAL_ARGS)
-	$(PY) -m marble_eval leaderboard
+	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) --results-dir $(RESULTS) $(EVAL_ARGS)
+	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)
 
 leaderboard: setup
-	$(PY) -m marble_eval leaderboard
+	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)
 
 bench: setup
 	$(PY) -m bench

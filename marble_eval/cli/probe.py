@@ -75,15 +75,17 @@ def parse_layers(text: str, n_hidden_states: int) -> list:
 
 def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
     """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write and return the result."""
-    from marble_eval.cli.extract import settings_from_args
     from marble_eval.evaluate import run_probe
-    from marble_eval.extract import open_cache
+    from marble_eval.extract import ExtractSettings, open_cache
     from marble_eval.probes import load_recipe
     from marble_eval.results import write_result
 
     recipe = load_recipe(args.recipe)
     grid = grid_from_args(args, model.info.n_hidden_states)
-    cache = open_cache(features_root(args), model, dataset, settings_from_args(args))
+    # Only what the cache key depends on; run-time knobs (batch size, workers) do not select a cache.
+    settings = ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
+                               precision=args.precision, storage=args.storage)
+    cache = open_cache(features_root(args), model, dataset, settings)
     result = run_probe(cache, dataset, model.info, recipe, grid, show_progress=not args.no_progress,
                        max_epochs=args.max_epochs)
     path = write_result(args.results_dir, result)
