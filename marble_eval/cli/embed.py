@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from marble_eval.cli.common import add_device_args, add_model_args, load_model_from_args
-from marble_eval.extract import embed_files
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from marble_eval.extract import embed_files
+
     model = load_model_from_args(args)
     states = embed_files(model, args.audio, args.window_seconds, args.max_seconds, args.batch_size)
     args.output.parent.mkdir(parents=True, exist_ok=True)

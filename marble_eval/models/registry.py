@@ -9,7 +9,6 @@ from typing import Callable
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import AudioEncoder
 from marble_eval.models.hub import ResolvedModel, resolve_model
-from marble_eval.models.tiny import FIXTURE_MODEL, fixture_model_dir
 from marble_eval.paths import cache_root
 
 # family name -> "module:function(ResolvedModel, family) -> AudioEncoder". One adapter per family.
@@ -63,6 +62,8 @@ def family_loader(family: str) -> Callable[[ResolvedModel, str], AudioEncoder]:
 
 def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
     """Resolve a model spec; "fixture" is the tiny built-in MERT checkpoint."""
+    from marble_eval.models.tiny import FIXTURE_MODEL, fixture_model_dir  # transformers import only when needed
+
     if spec == FIXTURE_MODEL:
         return ResolvedModel(spec, fixture_model_dir(root or cache_root()), None)
     return resolve_model(spec)
