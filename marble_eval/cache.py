@@ -7,6 +7,7 @@ Layout (one folder per dataset x cache key):
         shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items]
         index.json       item id -> shard (derived from the shards, rebuilt when they change)
         failures.json    items skipped on the last run, with the reason
+        parts/*.json     per-process failures and counts of a distributed run, until merged
 
 Shards are written to a temporary name and renamed, so a killed run never leaves a half
 file; a rerun skips the items found in shards. Two runs writing the same cache only ever
@@ -15,6 +16,7 @@ add whole shards; when an id appears in two shards, the first shard by name wins
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -187,6 +189,44 @@ class FeatureCache:
     def failures(self) -> dict[str, dict[str, str]]:
         path = self.directory / "failures.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+    # -- several writers -------------------------------------------------------------------
+    def reindex(self) -> dict[str, str]:
+        """Rebuild index.json from the shards now on disk (after other processes added shards)."""
+        self._index = None
+        return self.index()
+
+    def write_part(self, name: str, failures: dict[str, dict[str, str]], stats: dict[str, float]) -> Path:
+        """One process's failures and counts of a distributed run, as parts/<name>.json (atomic)."""
+        path = self.directory / "parts" / f"{_slug(name)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"failures": failures, "stats": stats})
+        return path
+
+    def merge_parts(self) -> tuple[dict[str, dict[str, str]], list[dict[str, float]]]:
+        """Merge every part: failures.json = union of their failures minus items cached since; parts removed.
+
+        Returns (failures, each part's stats). The index is rebuilt from the shards on disk first.
+        """
+        done = self.reindex()
+        failures: dict[str, dict[str, str]] = {}
+        stats = []
+        paths = sorted((self.directory / "parts").glob("*.json"))
+        for path in paths:
+            try:
+                part = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise MarbleEvalError(f"{path}: unreadable part of a distributed run; delete it and rerun the "
+                                      f"extraction (cached items are kept)") from None
+            failures.update({item_id: failure for item_id, failure in part.get("failures", {}).items()
+                             if item_id not in done})
+            stats.append(part.get("stats", {}))
+        self.write_failures(dict(sorted(failures.items())))
+        for path in paths:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another run may be adding its part right now
+            (self.directory / "parts").rmdir()
+        return failures, stats
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,0 +1,240 @@
+"""Extraction on several processes, GPUs or machines: Lightning ``Trainer.predict`` with DDP.
+
+Rank 0's list of not-yet-cached items is broadcast, and rank r takes every world_size-th item.
+Each rank decodes in its own DataLoader workers, embeds exactly as the single-process loop does
+(``extract.embed_batch``) and writes shards straight into the cache folder (unique names make
+many writers safe). At the end each rank leaves its failures and counts in ``parts/``, all
+ranks meet at a barrier, and global rank 0 merges: failures.json is the union, the index is
+rebuilt from the shards on disk. The cache folder must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.strategies import DDPStrategy, Strategy
+
+from marble_eval.cache import FeatureCache
+from marble_eval.datasets.base import SPLITS, Dataset, Item
+from marble_eval.errors import MarbleEvalError
+from marble_eval.extract import (ExtractSettings, ExtractSummary, cache_key, embed_batch, num_workers, open_cache,
+                                 window_stream)
+from marble_eval.extract_collect import ItemAssembler, ShardBuffer
+from marble_eval.extract_data import WindowBatch, window_loader
+from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.progress import progress_bar
+
+# Ranks finish at different times and wait at the final barrier: far above torch's 30 min default.
+COLLECTIVE_TIMEOUT = timedelta(hours=24)
+ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}
+
+
+@dataclass(frozen=True)
+class _ReloadedEncoder:
+    """Stands in for an encoder while pickled: parametrized modules (MERT's weight-normed positional
+    conv) cannot be pickled, so spawned ranks load the model again and check it is the same one."""
+
+    info: ModelInfo
+
+    def load(self) -> AudioEncoder:
+        from marble_eval.models import load_model
+
+        encoder = load_model(self.info.model_id, family=self.info.family)
+        if encoder.info != self.info:
+            raise MarbleEvalError(f"model {self.info.model_id!r}: loading it again in a spawned process gives a "
+                                  f"different model (changed in memory?); use strategy 'ddp' or 'ddp_fork'")
+        return encoder
+
+
+class ExtractionModule(pl.LightningModule):
+    """Wraps a frozen AudioEncoder for ``Trainer.predict``: one predict step embeds one WindowBatch."""
+
+    def __init__(self, encoder: AudioEncoder, dataset: Dataset, todo: list[Item], settings: ExtractSettings) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.net = encoder.module  # registered, so Lightning moves the weights to each rank's device
+        self.dataset = dataset
+        self.todo_ids = [item.id for item in todo]
+        self.settings = settings
+        self.share: list[Item] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_modules"] = {name: module for name, module in state["_modules"].items() if name != "net"}
+        state["encoder"] = _ReloadedEncoder(self.encoder.info)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if isinstance(self.encoder, _ReloadedEncoder):
+            self.encoder = self.encoder.load()
+            self.net = self.encoder.module
+
+    def setup(self, stage: str) -> None:
+        _ignore_lightning_advice()  # spawned ranks do not inherit the launcher's filters
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        """This rank's share of rank 0's to-do list (the broadcast keeps every rank on the same snapshot)."""
+        trainer = self.trainer
+        todo_ids = trainer.strategy.broadcast(self.todo_ids, src=0)
+        by_id = {item.id: item for item in self.dataset.items}
+        self.share = [by_id[item_id] for item_id in todo_ids[trainer.global_rank::trainer.world_size]]
+        key = cache_key(self.encoder, self.dataset, self.settings)
+        stream = window_stream(self.encoder, self.dataset, self.share, key, self.settings)
+        return window_loader(stream, num_workers(self.encoder, self.settings))
+
+    def on_predict_start(self) -> None:
+        self.restore = (self.encoder.device, self.encoder.precision)
+        self.encoder.to(self.device, self.settings.precision)
+
+    def on_predict_end(self) -> None:
+        self.encoder.to(*self.restore)
+
+    def transfer_batch_to_device(self, batch: WindowBatch, device: torch.device, dataloader_idx: int) -> WindowBatch:
+        return batch  # embed_windows preprocesses on the host, then moves the stacked windows itself
+
+    def predict_step(self, batch: WindowBatch, batch_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        return embed_batch(self.encoder, batch, self.settings.batch_size)
+
+
+class ShardWriter(BasePredictionWriter):
+    """Writes each rank's completed items as cache shards, then its failures and counts as a part file."""
+
+    def __init__(self, cache: FeatureCache, shard_items: int, show_progress: bool) -> None:
+        super().__init__(write_interval="batch")
+        self.cache = cache
+        self.shard_items = shard_items
+        self.show_progress = show_progress
+        self.stats: dict[str, float] = {}
+        self.failures: dict[str, dict[str, str]] = {}
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
+        self.assembler, self.shards = ItemAssembler(), ShardBuffer(self.cache, self.shard_items)
+        self.stats = {"rank": trainer.global_rank, "items": len(pl_module.share), "extracted": 0, "audio_seconds": 0.0}
+        self.failures = {}
+        self.started = time.perf_counter()
+        self.bar = progress_bar(self.show_progress and trainer.is_global_zero, realtime=True)
+        self.bar.start()
+        self.task = self.bar.add_task(f"extract rank 0 of {trainer.world_size}", total=len(pl_module.share),
+                                      realtime="")
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: ExtractionModule, prediction: Any,
+                           batch_indices: Any, batch: WindowBatch, batch_idx: int, dataloader_idx: int) -> None:
+        states, frames = prediction
+        completed, failed = self.assembler.add(batch, states, frames)
+        for item in completed:
+            self.shards.add(pl_module.share[item.position].id, item.features, item.frames)
+            self.stats["extracted"] += 1
+            self.stats["audio_seconds"] += item.seconds
+        for position, reason in failed:
+            item = pl_module.share[position]
+            self.failures[item.id] = {"path": item.path, "reason": reason}
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, advance=len(completed) + len(failed),
+                        realtime=f"{self.stats['audio_seconds'] / elapsed:.1f}x realtime per rank")
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
+        self.bar.stop()
+        self.shards.flush()
+        self.stats["wall_seconds"] = time.perf_counter() - self.started
+        self.cache.write_part(f"rank-{trainer.global_rank}", self.failures, self.stats)
+        trainer.strategy.barrier("marble-eval-extract-parts")
+
+
+def build_strategy(strategy: str | Strategy | None) -> str | Strategy:
+    """Lightning strategy for a name; DDP variants get a collective timeout that outlasts uneven ranks."""
+    if isinstance(strategy, Strategy):
+        return strategy
+    name = strategy or "ddp"
+    if name == "ddp":
+        return DDPStrategy(timeout=COLLECTIVE_TIMEOUT)
+    if name in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
+        method = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}[name]
+        return DDPStrategy(start_method=method, timeout=COLLECTIVE_TIMEOUT)
+    return name
+
+
+def accelerator_for(device: AudioEncoder | torch.device | str) -> str:
+    """Lightning accelerator name for a torch device (or the device a model was loaded on)."""
+    if isinstance(device, AudioEncoder):
+        device = device.device
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise MarbleEvalError(f"--device {device}: not a torch device; use cpu, cuda or cuda:N") from None
+    if kind not in ACCELERATORS:
+        raise MarbleEvalError(f"--device {device}: distributed extraction runs on cpu, cuda or mps")
+    return ACCELERATORS[kind]
+
+
+def _ignore_lightning_advice() -> None:
+    """Lightning's advice that does not apply here: worker counts and persistence are chosen on
+    purpose, and an iterable dataset has no batch indices."""
+    for message in (".*does not have many workers.*", ".*persistent_workers.*", ".*infer the batch indices.*",
+                    ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's set-up chatter and advice for the duration (filters and level restored after)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            _ignore_lightning_advice()
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def extract_distributed(model: AudioEncoder, dataset: Dataset, root: Path, settings: ExtractSettings,
+                        devices: int | str = 2, num_nodes: int = 1, strategy: str | Strategy | None = "ddp",
+                        accelerator: str | None = None, splits: tuple[str, ...] = SPLITS,
+                        show_progress: bool = True) -> ExtractSummary:
+    """Extract like ``extract_dataset`` with ``devices`` x ``num_nodes`` processes; same cache, item for item.
+
+    With ``strategy="ddp"`` Lightning re-runs the current command for ranks > 0, so call this
+    from a script or the CLI (not an interactive session); "ddp_spawn" works anywhere. Global
+    rank 0 returns the whole run's summary; other ranks return their own share's.
+    """
+    cache = open_cache(root, model, dataset, settings).create()
+    wanted = [item for item in dataset.items if item.split in splits]
+    done = cache.done_ids()
+    todo = [item for item in wanted if item.id not in done]
+    started = time.perf_counter()
+    writer = ShardWriter(cache, settings.shard_items, show_progress)
+    module = ExtractionModule(model, dataset, todo, settings)
+    with _quiet_lightning():
+        trainer = pl.Trainer(accelerator=accelerator or accelerator_for(model), devices=devices,
+                             num_nodes=num_nodes, strategy=build_strategy(strategy), precision="32-true",
+                             logger=False, enable_checkpointing=False, enable_model_summary=False,
+                             enable_progress_bar=False, use_distributed_sampler=False, callbacks=[writer])
+        trainer.predict(module, return_predictions=False)
+    summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo),
+                             global_rank=trainer.global_rank, world_size=trainer.world_size)
+    if trainer.is_global_zero:
+        failures, stats = cache.merge_parts()
+        summary.failures = failures
+        summary.extracted = int(sum(part.get("extracted", 0) for part in stats))
+        summary.audio_seconds = float(sum(part.get("audio_seconds", 0.0) for part in stats))
+    else:
+        summary.failures = dict(writer.failures)
+        summary.extracted = int(writer.stats.get("extracted", 0))
+        summary.audio_seconds = float(writer.stats.get("audio_seconds", 0.0))
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
