@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
                                     add_window_args, features_root, load_dataset_from_args, load_model_from_args)
 from marble_eval.errors import MarbleEvalError
-from marble_eval.extract import ExtractSettings, ExtractSummary, extract_dataset
+
+if TYPE_CHECKING:  # the extraction stack (torch, Lightning) is imported only when a command runs
+    from marble_eval.extract import ExtractSettings, ExtractSummary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +40,8 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
+    from marble_eval.extract import ExtractSettings
+
     return ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                            precision=args.precision, storage=args.storage, batch_size=args.batch_size,
                            batch_seconds=getattr(args, "batch_seconds", None),
@@ -67,6 +72,8 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
                                       devices=args.devices or 1, num_nodes=args.num_nodes, strategy=args.strategy,
                                       accelerator=accelerator, show_progress=show_progress)
     else:
+        from marble_eval.extract import extract_dataset
+
         model = model or load_model_from_args(args)
         summary = extract_dataset(model, dataset, features_root(args), settings_from_args(args),
                                   show_progress=show_progress)
