@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_f1_score,
     multiclass_accuracy,
     multilabel_auroc,
     multilabel_average_precision,
@@ -63,16 +66,30 @@ def _names(tags: Sequence[str] | None, n_tags: int) -> list[Any]:
     return list(tags)
 
 
+# torchmetrics' multilabel functions need at least two labels; one column goes to the binary ones.
+_BINARY = {multilabel_auroc: binary_auroc, multilabel_average_precision: binary_average_precision}
+
+
 def _per_column(metric, preds: torch.Tensor, target: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """``metric`` (a torchmetrics multilabel function, average=None) on the selected columns only."""
-    if columns.numel() == 0:
-        return torch.empty(0, dtype=torch.float64)
     n = int(columns.numel())
+    if n == 0:
+        return torch.empty(0, dtype=torch.float64)
     # Inputs were checked by _checked_inputs; torchmetrics' own checks would triple the cost.
-    values = metric(
-        preds[:, columns], target[:, columns], num_labels=n, average=None, thresholds=None, validate_args=False
-    )
+    if n == 1:
+        values = _BINARY[metric](preds[:, columns[0]], target[:, columns[0]], thresholds=None, validate_args=False)
+    else:
+        values = metric(
+            preds[:, columns], target[:, columns], num_labels=n, average=None, thresholds=None, validate_args=False
+        )
     return values.reshape(n).to(torch.float64)
+
+
+def _f1(preds: torch.Tensor, target: torch.Tensor, threshold: float, average: str) -> float:
+    """F1 at ``threshold`` (micro or macro) over all columns of ``preds``."""
+    if preds.shape[1] == 1:
+        return float(binary_f1_score(preds[:, 0], target[:, 0], threshold=threshold))
+    return float(multilabel_f1_score(preds, target, num_labels=preds.shape[1], threshold=threshold, average=average))
 
 
 def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike) -> np.ndarray:
@@ -122,11 +139,8 @@ def compute_metrics(
 
     auc = _per_column(multilabel_auroc, preds, target, auc_cols)
     ap = _per_column(multilabel_average_precision, preds, target, ap_cols)
-    n_tags = target.shape[1]
-    micro_f1 = multilabel_f1_score(preds, target, num_labels=n_tags, threshold=threshold, average="micro")
-    macro_f1 = multilabel_f1_score(
-        preds[:, ap_cols], target[:, ap_cols], num_labels=int(ap_cols.numel()), threshold=threshold, average="macro"
-    )
+    micro_f1 = _f1(preds, target, threshold, "micro")
+    macro_f1 = _f1(preds[:, ap_cols], target[:, ap_cols], threshold, "macro")
 
     per_tag: dict[Any, dict[str, float | None]] = {name: {"roc_auc": None, "ap": None} for name in names}
     for column, value in zip(auc_cols.tolist(), auc.tolist()):

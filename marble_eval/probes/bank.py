@@ -62,13 +62,15 @@ class Layout:
 
 
 def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Stacked heads: x [P, B, D] -> logits [P, B, T]; ``mask`` is the dropout mask [P, B, H]."""
+    """Stacked heads: x [P, B, D] -> logits [P, B, T]; ``mask`` is the dropout mask [P, B, H].
+    Weights are stored [P, in, out] (nn.Linear's weight transposed) so that their gradients come out
+    of bmm in place, without a transposing copy."""
     if "w" in params:
-        return torch.baddbmm(params["b"], x, params["w"].mT)
-    hidden = torch.baddbmm(params["b1"], x, params["w1"].mT).relu()
+        return torch.baddbmm(params["b"], x, params["w"])
+    hidden = torch.baddbmm(params["b1"], x, params["w1"]).relu()
     if mask is not None:
         hidden = hidden * mask
-    return torch.baddbmm(params["b2"], hidden, params["w2"].mT)
+    return torch.baddbmm(params["b2"], hidden, params["w2"])
 
 
 def eval_inputs(states: torch.Tensor, layout: Layout, state_logits: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,7 @@ class ProbeBank(L.LightningModule):
         stacked = {}
         for k, name in enumerate(names):
             rows = [initial[c.seed][k] for c in self.configs]
-            stacked[name] = torch.stack(rows if name.startswith("w") else [r[None] for r in rows])
+            stacked[name] = torch.stack([r.t() if name.startswith("w") else r[None] for r in rows])
         self.params = {name: t.requires_grad_() for name, t in stacked.items()}
         self.state_logits = torch.zeros(len(configs), int(n_states) - 1, requires_grad=True)
         self.active = torch.arange(len(configs))  # positions still training

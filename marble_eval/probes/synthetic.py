@@ -23,7 +23,7 @@ def synthetic_splits(
     rng = np.random.default_rng(seed)
     read_out = rng.standard_normal((dim, n_tags))
     mixing = [rng.standard_normal((dim, dim)) / np.sqrt(dim) for _ in range(n_states)]
-    noise = np.linspace(3.0, 0.5, n_states)
+    noise = np.linspace(2.0, 0.3, n_states)
     data = {}
     for name, n_items in zip(("train", "valid", "test"), sizes):
         latent = rng.standard_normal((n_items, dim))
