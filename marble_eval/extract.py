@@ -23,6 +23,7 @@ from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.extract_collect import ItemAssembler, ShardBuffer
 from marble_eval.extract_data import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
                                       default_num_workers, window_loader)
+from marble_eval.extract_speed import fast_cpu_kernels
 from marble_eval.models.base import AudioEncoder
 from marble_eval.progress import progress_bar
 
@@ -140,14 +141,16 @@ def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:
 
 @contextlib.contextmanager
 def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
-    """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold)."""
-    if not isinstance(model, AudioEncoder) or model.precision == precision:
+    """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold),
+    with the faster CPU kernels of ``extract_speed`` when the precision is reduced."""
+    if not isinstance(model, AudioEncoder):
         yield
         return
     previous = model.precision
     model.to(model.device, precision)
     try:
-        yield
+        with fast_cpu_kernels(model.module, model.device, precision):
+            yield
     finally:
         model.to(model.device, previous)
 
@@ -196,18 +199,25 @@ def embed_files(model: AudioEncoder, paths: list[Path], window_seconds: float = 
     if model.info.fixed_window_seconds:
         window_seconds = float(model.info.fixed_window_seconds)
     out = np.zeros((len(paths), model.info.n_hidden_states, model.info.dim), dtype=np.float32)
-    for row, path in enumerate(paths):
-        total = np.zeros((model.info.n_hidden_states, model.info.dim), dtype=np.float64)
-        frame_total = 0
-        chunk: list[np.ndarray] = []
-        windows = stream_windows(Path(path), model.info.sample_rate, window_seconds, max_seconds)
-        for window in itertools.chain(windows, [None]):  # windows stream in; embed batch_size at a time
-            if window is not None:
-                chunk.append(window)
-            if chunk and (window is None or len(chunk) == batch_size):
-                states, frames = model.embed_windows(chunk, batch_size)
-                total += np.einsum("w,wld->ld", frames.astype(np.float64), states.astype(np.float64))
-                frame_total += int(frames.sum())
-                chunk = []
-        out[row] = total / max(frame_total, 1)
+    with computing_in(model, getattr(model, "precision", "fp32")):
+        for row, path in enumerate(paths):
+            out[row] = _embed_file(model, Path(path), window_seconds, max_seconds, batch_size)
     return out
+
+
+def _embed_file(model: AudioEncoder, path: Path, window_seconds: float, max_seconds: float | None,
+                batch_size: int) -> np.ndarray:
+    """[L, D] frame-weighted mean over all windows of one file, embedded as they stream in."""
+    total = np.zeros((model.info.n_hidden_states, model.info.dim), dtype=np.float64)
+    frame_total = 0
+    chunk: list[np.ndarray] = []
+    windows = stream_windows(path, model.info.sample_rate, window_seconds, max_seconds)
+    for window in itertools.chain(windows, [None]):  # windows stream in; embed batch_size at a time
+        if window is not None:
+            chunk.append(window)
+        if chunk and (window is None or len(chunk) == batch_size):
+            states, frames = model.embed_windows(chunk, batch_size)
+            total += np.einsum("w,wld->ld", frames.astype(np.float64), states.astype(np.float64))
+            frame_total += int(frames.sum())
+            chunk = []
+    return (total / max(frame_total, 1)).astype(np.float32)

@@ -28,8 +28,8 @@ from lightning.pytorch.strategies import DDPStrategy, Strategy
 from marble_eval.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import MarbleEvalError
-from marble_eval.extract import (ExtractSettings, ExtractSummary, cache_key, embed_batch, num_workers, open_cache,
-                                 window_stream)
+from marble_eval.extract import (ExtractSettings, ExtractSummary, cache_key, computing_in, embed_batch, num_workers,
+                                 open_cache, window_stream)
 from marble_eval.extract_collect import ItemAssembler, ShardBuffer
 from marble_eval.extract_data import WindowBatch, window_loader
 from marble_eval.models.base import AudioEncoder, ModelInfo
@@ -95,11 +95,12 @@ class ExtractionModule(pl.LightningModule):
         return window_loader(stream, num_workers(self.encoder, self.settings))
 
     def on_predict_start(self) -> None:
-        self.restore = (self.encoder.device, self.encoder.precision)
-        self.encoder.to(self.device, self.settings.precision)
+        self.encoder.to(self.device, self.encoder.precision)
+        self.running = contextlib.ExitStack()
+        self.running.enter_context(computing_in(self.encoder, self.settings.precision))
 
     def on_predict_end(self) -> None:
-        self.encoder.to(*self.restore)
+        self.running.close()
 
     def transfer_batch_to_device(self, batch: WindowBatch, device: torch.device, dataloader_idx: int) -> WindowBatch:
         return batch  # embed_windows preprocesses on the host, then moves the stacked windows itself

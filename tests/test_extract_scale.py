@@ -224,3 +224,39 @@ def test_the_lightning_module_pickles_by_reloading_the_model(model, dataset):
     batch = torch.randn(2, RATE)
     with torch.inference_mode():
         torch.testing.assert_close(clone.encoder.pooled_states(batch), model.pooled_states(batch), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("in_channels,kernel,stride,bias", [(1, 10, 5, False), (8, 3, 2, False), (8, 2, 2, True)])
+def test_strided_conv_is_the_same_convolution(in_channels, kernel, stride, bias):
+    from marble_eval.extract_speed import StridedConv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(in_channels, 16, kernel, stride, bias=bias)
+    x = torch.randn(2, in_channels, 301)
+    with torch.inference_mode():
+        torch.testing.assert_close(StridedConv1d(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, native = StridedConv1d(conv)(x), conv(x)
+        assert fast.dtype == native.dtype == torch.bfloat16
+        torch.testing.assert_close(fast.float(), native.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_fast_kernels_swap_in_for_reduced_precision_only_and_are_put_back(model):
+    from marble_eval.extract_speed import fast_cpu_kernels
+
+    before = [type(m) for m in model.module.modules()]
+    with fast_cpu_kernels(model.module, "cpu", "fp32") as swapped:
+        assert swapped == 0
+    windows = [np.random.default_rng(1).standard_normal(RATE).astype(np.float32) for _ in range(3)]
+    model.to("cpu", "bf16")
+    try:
+        native = model.embed_windows(windows)[0]
+        with fast_cpu_kernels(model.module, "cpu", "bf16") as swapped:
+            assert swapped > 0
+            fast = model.embed_windows(windows)[0]
+    finally:
+        model.to("cpu", "fp32")
+    assert [type(m) for m in model.module.modules()] == before
+    # same math: the two bf16 runs differ far less than bf16 differs from fp32
+    reference = model.embed_windows(windows)[0]
+    assert np.abs(fast - native).max() < 0.25 * np.abs(native - reference).max()
