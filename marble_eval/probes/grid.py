@@ -14,7 +14,7 @@ from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import split_metrics
-from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning
+from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
 from marble_eval.probes.progress import ProbeProgress, grid_progress
 from marble_eval.probes.recipe import ProbeRecipe
 from marble_eval.probes.selection import scalar_metrics, select_index, summarise
@@ -102,17 +102,21 @@ def auto_chunk_size(recipe: ProbeRecipe, n_states: int, dim: int, n_labels: int)
 
 def _train_chunk(
     configs: list[ProbeConfig], splits: dict[str, SplitTensors], recipe: ProbeRecipe, task: str,
-    tags: list[str], max_epochs: int, callback: ProbeProgress,
+    tags: list[str], max_epochs: int, callback: ProbeProgress, timing: dict[str, float],
 ) -> list[dict[str, Any]]:
+    started = time.perf_counter()
     bank = ProbeBank(recipe, splits, task, configs)
     with quiet_lightning():
         make_trainer(max_epochs, [callback], validate=False).fit(bank)
+    trained = time.perf_counter()
+    timing["train_seconds"] += trained - started
     records = bank.training_record()
     probs = {name: bank.final_probabilities(splits[name]) for name in ("valid", "test")}
     results = []
     for index, config in enumerate(configs):
         metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags) for name in probs}
         results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics})
+    timing["eval_seconds"] += time.perf_counter() - trained
     return results
 
 
@@ -125,9 +129,11 @@ def run_grid(
     progress: bool = True,
     max_epochs: int | None = None,
     chunk_size: int | None = None,
+    threads: int | None = None,
 ) -> GridResult:
     """Train every configuration of ``grid`` batched (``chunk_size`` probes at a time; results do not
-    depend on it), select per seed on validation macro ROC-AUC, and summarise over seeds."""
+    depend on it), select per seed on validation macro ROC-AUC, and summarise over seeds.
+    ``threads``: torch intra-op threads while training (None: torch's current setting)."""
     started = time.perf_counter()
     splits = check_data(data, task)
     n_states, dim = (int(n) for n in splits["train"].features.shape[1:])
@@ -140,11 +146,12 @@ def run_grid(
     size = chunk_size or auto_chunk_size(recipe, n_states, dim, n_labels)
     chunks = [configs[start : start + size] for start in range(0, len(configs), size)]
     results: list[dict[str, Any]] = []
-    with grid_progress(progress) as bar:
+    timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
+    with grid_progress(progress) as bar, torch_threads(threads):
         task_id = bar.add_task("probes", total=len(configs))
         for number, chunk in enumerate(chunks, 1):
             callback = ProbeProgress(bar, task_id, number, len(chunks))
-            results += _train_chunk(chunk, splits, recipe, task, list(tags), epochs, callback)
+            results += _train_chunk(chunk, splits, recipe, task, list(tags), epochs, callback, timing)
     selected = []
     for seed in grid.seeds:
         index = select_index(results, seed)
@@ -164,5 +171,5 @@ def run_grid(
         selected=selected,
         summary=summarise(selected),
         seconds=time.perf_counter() - started,
-        meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order"},
+        meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order", **timing},
     )

@@ -29,7 +29,7 @@ from marble_eval.probes.core import (
 )
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import monitor_score, split_metrics
-from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning
+from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
 from marble_eval.probes.recipe import ProbeRecipe
 
 MONITOR = "valid_roc_auc"
@@ -198,13 +198,15 @@ def train_probe(
     seed: int,
     tags: list[str] | None = None,
     max_epochs: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train one probe with lightning.Trainer; return its config, epochs, best epoch, valid/test metrics."""
+    """Train one probe with lightning.Trainer; return its config, epochs, best epoch, valid/test metrics.
+    ``threads``: torch intra-op threads while training (None: torch's current setting)."""
     splits = check_data(data, task)
     module = ProbeModule(recipe, splits, task, lr, layer, seed)
     keep = KeepWeights(recipe.restore_best)
     stop = EarlyStopping(MONITOR, mode="max", patience=recipe.early_stopping.patience, min_delta=recipe.early_stopping.min_delta)
-    with quiet_lightning():
+    with quiet_lightning(), torch_threads(threads):
         make_trainer(max_epochs or recipe.max_epochs, [keep, stop]).fit(module)
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)
