@@ -115,6 +115,8 @@ def _train_chunk(
     results = []
     for index, config in enumerate(configs):
         metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags) for name in probs}
+        if recipe.restore_best and records[index]["best_epoch"] == 0:  # never had a finite score
+            metrics = {name: None for name in probs}
         results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics})
     timing["eval_seconds"] += time.perf_counter() - trained
     return results

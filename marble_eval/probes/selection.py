@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from marble_eval.errors import MarbleEvalError
+
 SCALARS = ("roc_auc", "map", "micro_f1", "macro_f1", "accuracy")
 
 
@@ -26,7 +28,7 @@ def select_index(configs: list[dict[str, Any]], seed: int) -> int:
         if c["seed"] == seed and c["valid"] is not None
     ]
     if not candidates:
-        raise ValueError(f"no configuration of seed {seed} has validation metrics")
+        raise MarbleEvalError(f"every configuration of seed {seed} diverged (NaN scores); try lower learning rates")
     return min(candidates)[2]
 
 
@@ -35,7 +37,7 @@ def summarise(selected: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     test metric of the selected configurations."""
     summary = {}
     for key in SCALARS:
-        values = [s["test"][key] for s in selected if key in s["test"]]
+        values = [s["test"][key] for s in selected if s["test"] is not None and key in s["test"]]
         if values:
             array = np.asarray(values, dtype=np.float64)
             std = float(array.std(ddof=1)) if len(values) > 1 else 0.0

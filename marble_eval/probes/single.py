@@ -210,12 +210,12 @@ def train_probe(
         make_trainer(max_epochs or recipe.max_epochs, [keep, stop]).fit(module)
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)
+    scored = keep.state is not None  # None: no epoch had a finite validation score
     return {
         "lr": lr,
         "layer": layer,
         "seed": seed,
         "epochs": keep.epochs,
         "best_epoch": keep.best_epoch,
-        "valid": evaluate_probe(module.probe, splits["valid"], task, tags),
-        "test": evaluate_probe(module.probe, splits["test"], task, tags),
+        **{name: evaluate_probe(module.probe, splits[name], task, tags) if scored else None for name in ("valid", "test")},
     }
