@@ -14,6 +14,9 @@ from marble_eval.errors import AudioError
 
 MIN_TRAILING_SECONDS = 1.0  # a trailing window shorter than this is dropped (MARBLE v1)
 STREAM_BLOCK_SECONDS = 10.0  # native-rate seconds decoded per step when streaming
+# A file that decodes to less than this fraction of the length its header declares is truncated.
+# (Not 1.0: a VBR MP3 without a Xing header only has an estimated length.)
+TRUNCATION_TOLERANCE = 0.9
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,14 @@ def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -
     _check_file(path)
     try:
         with sf.SoundFile(str(path)) as handle:
-            native_rate = int(handle.samplerate)
+            native_rate, declared = int(handle.samplerate), int(handle.frames)
             limit = -1 if max_seconds is None else int(round(max_seconds * native_rate))
             data = handle.read(frames=limit, dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
     if data.size == 0:
         raise AudioError(f"{path}: no audio samples")
+    _check_complete(path, len(data), declared, limit)
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: contains NaN or Inf samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -84,7 +88,8 @@ def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
         # python-soundfile seeks to the current position after every read, and libsndfile's MP3 decoder
         # loses its bit reservoir on any seek (~2 corrupt frames per block): read as a forward-only stream.
         handle._info.seekable = 0
-        native_rate = int(handle.samplerate)
+        native_rate, declared = int(handle.samplerate), int(handle.frames)
+        limit = -1 if max_seconds is None else int(round(max_seconds * native_rate))
         remaining = None if max_seconds is None else int(round(max_seconds * native_rate))
         resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ") \
             if native_rate != sample_rate else None
@@ -110,6 +115,7 @@ def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
                 yield np.ascontiguousarray(mono, dtype=np.float32)
         if total == 0:
             raise AudioError(f"{path}: no audio samples")
+        _check_complete(path, total, declared, limit)
         if resampler is not None:
             tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             if len(tail):
@@ -177,6 +183,19 @@ def _check_file(path: Path) -> None:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
 
+def _check_complete(path: Path, decoded: int, declared: int, limit: int) -> None:
+    """Refuse a file that decodes to much less than its header declares (truncated download or copy)."""
+    expected = declared if limit < 0 else min(declared, limit)
+    if 0 < expected and decoded < TRUNCATION_TOLERANCE * expected:
+        raise AudioError(f"{path}: truncated (decoded {decoded} of the {declared} samples its header declares)")
+
+
+# libsndfile's text for a file it cannot parse at all (the file exists: _check_file ran first).
+_MISLEADING = "File does not exist or is not a regular file"
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if _MISLEADING in text:
+        return "not a decodable audio file: corrupt, truncated or an unsupported codec"
     return text.replace(str(Path.cwd()), ".")[:200]

@@ -10,7 +10,8 @@ Layout (one folder per dataset x cache key):
         parts/*.json     per-process failures and counts of a distributed run, until merged
 
 Shards are written to a temporary name and renamed, so a killed run never leaves a half
-file; a rerun skips the items found in shards. Two runs writing the same cache only ever
+file; a rerun skips the items found in shards. Temporary names carry the host and process id,
+so a later run on the same host removes the leftovers of dead processes (never a live one's). Two runs writing the same cache only ever
 add whole shards; when an id appears in two shards, the first shard by name wins.
 """
 
@@ -21,7 +22,9 @@ import hashlib
 import json
 import os
 import re
+import socket
 import uuid
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -65,15 +68,60 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/"))[-60:] or "model"
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` naming this host and process (see ``remove_stale_temporaries``)."""
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files left in ``directory`` by killed processes of this host; returns them.
+
+    Files of live processes, of other hosts (a shared file system) and of unknown names are kept.
+    """
+    removed = []
+    for path in Path(directory).glob(".*.tmp") if Path(directory).is_dir() else []:
+        match = _TEMPORARY.match(path.name)
+        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _write_error(path: Path, exc: OSError) -> MarbleEvalError:
+    return MarbleEvalError(f"{path}: cannot write ({exc.strerror or exc}); free disk space (or fix permissions) "
+                           f"and rerun the same command to resume")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing)."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing).
+
+    An OSError (disk full, permissions) removes the temporary file and becomes a one-line MarbleEvalError.
+    """
+    temporary = temporary_path(path)
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -95,7 +143,12 @@ class FeatureCache:
     # -- opening ---------------------------------------------------------------------------
     def create(self) -> "FeatureCache":
         """Create the folder (or check that an existing one has exactly this key)."""
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _write_error(self.shard_dir, exc) from None
+        remove_stale_temporaries(self.directory)
+        remove_stale_temporaries(self.shard_dir)
         key_file = self.directory / "key.json"
         if key_file.exists():
             self.check_key()
@@ -137,7 +190,8 @@ class FeatureCache:
                 stored = {}
         shards = {name: stored[name] if name in stored else self._read_ids(name) for name in on_disk}
         if shards != stored and self.directory.exists():
-            atomic_write_json(index_file, {"format_version": CACHE_FORMAT_VERSION, "shards": shards})
+            with contextlib.suppress(MarbleEvalError):  # derived from the shards: rebuilt next time if it fails
+                atomic_write_json(index_file, {"format_version": CACHE_FORMAT_VERSION, "shards": shards})
         mapping: dict[str, str] = {}
         for name in on_disk:  # sorted: the first shard holding an id wins
             for item_id in shards[name]:
@@ -146,8 +200,26 @@ class FeatureCache:
         return mapping
 
     def _read_ids(self, shard_name: str) -> list[str]:
-        with np.load(self.shard_dir / shard_name, allow_pickle=False) as shard:
-            return [str(item_id) for item_id in shard["ids"]]
+        with self._open_shard(shard_name) as shard:
+            try:
+                return [str(item_id) for item_id in shard["ids"]]
+            except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise self._corrupt(shard_name, exc) from None
+
+    @contextlib.contextmanager
+    def _open_shard(self, shard_name: str) -> Any:
+        """np.load of a shard without pickles; a corrupt or foreign file is a one-line error."""
+        try:
+            shard = np.load(self.shard_dir / shard_name, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise self._corrupt(shard_name, exc) from None
+        with shard:
+            yield shard
+
+    def _corrupt(self, shard_name: str, exc: Exception) -> MarbleEvalError:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return MarbleEvalError(f"{self.shard_dir / shard_name}: corrupt or foreign cache shard ({reason}); delete "
+                               f"it and rerun `marble-eval extract` (the other shards are kept)")
 
     def done_ids(self) -> set[str]:
         return set(self.index())
@@ -170,7 +242,7 @@ class FeatureCache:
         frames = np.concatenate([items[i][1] for i in ids]).astype(np.int64)
         offsets = np.cumsum([0] + [len(items[i][0]) for i in ids]).astype(np.int64)
         path = self.shard_dir / f"shard-{uuid.uuid4().hex}.npz"
-        temporary = path.with_name(f".{path.name}.tmp")
+        temporary = temporary_path(path)
         try:
             with open(temporary, "wb") as handle:
                 np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids))
@@ -181,6 +253,9 @@ class FeatureCache:
             temporary.unlink(missing_ok=True)
             raise MarbleEvalError(f"{path}: cannot write shard ({exc.strerror or exc}); free disk space and rerun "
                                   f"the same command to resume") from None
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         return path
 
     def write_failures(self, failures: dict[str, dict[str, str]]) -> None:
@@ -188,7 +263,11 @@ class FeatureCache:
 
     def failures(self) -> dict[str, dict[str, str]]:
         path = self.directory / "failures.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, json.JSONDecodeError):
+            raise MarbleEvalError(f"{path}: unreadable list of failed items; delete it and rerun `marble-eval "
+                                  f"extract` (cached items are kept)") from None
 
     # -- several writers -------------------------------------------------------------------
     def reindex(self) -> dict[str, str]:
@@ -242,9 +321,12 @@ class FeatureCache:
         features: list[np.ndarray] = [np.empty(0)] * len(ids)
         frames: list[np.ndarray] = [np.empty(0)] * len(ids)
         for name, positions in by_shard.items():
-            with np.load(self.shard_dir / name, allow_pickle=False) as shard:
-                shard_ids = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
-                offsets, all_features, all_frames = shard["offsets"], shard["features"], shard["frames"]
+            with self._open_shard(name) as shard:
+                try:
+                    shard_ids = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
+                    offsets, all_features, all_frames = shard["offsets"], shard["features"], shard["frames"]
+                except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+                    raise self._corrupt(name, exc) from None
                 for position in positions:
                     row = shard_ids[ids[position]]
                     start, end = offsets[row], offsets[row + 1]
