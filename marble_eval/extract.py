@@ -131,7 +131,20 @@ def window_stream(model: AudioEncoder, dataset: Dataset, items: list[Item], key:
                   settings: ExtractSettings) -> WindowStream:
     """The decode side of a run over ``items`` (positions index ``items``)."""
     return WindowStream(decode_jobs(dataset, items), model.info.sample_rate, key.window_seconds, key.max_seconds,
-                        batch_plan(model, settings))
+                        batch_plan(model, settings), min_samples=min_window_samples(model))
+
+
+def min_window_samples(model: AudioEncoder, limit: int = 1 << 20) -> int:
+    """Fewest samples for which the model produces a frame (1 for objects without ``n_frames``)."""
+    if not isinstance(model, AudioEncoder) or model.n_frames(1) > 0:
+        return 1
+    low, high = 1, limit  # n_frames(low) == 0; frames grow with length
+    if model.n_frames(high) == 0:
+        return high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if model.n_frames(middle) == 0 else (low, middle)
+    return high
 
 
 def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:

@@ -57,7 +57,14 @@ class ItemAssembler:
             self._partial.pop(position, None)
             touched.discard(position)
             failures.append((position, reason))
-        return [self._complete(position) for position in sorted(touched) if self._is_complete(position)], failures
+        completed = []
+        for item in [self._complete(position) for position in sorted(touched) if self._is_complete(position)]:
+            if np.isfinite(item.features).all():
+                completed.append(item)
+            else:  # one odd input must not stop (or, cached, poison) the whole run
+                self._failed.add(item.position)
+                failures.append((item.position, "the model produced NaN or Inf features for this audio"))
+        return completed, failures
 
     def pending(self) -> int:
         """Items with some results but not complete yet."""

@@ -126,13 +126,14 @@ class WindowStream(IterableDataset):
     """Batches of windows of ``jobs``; under a DataLoader each worker takes every k-th job."""
 
     def __init__(self, jobs: Sequence[DecodeJob], sample_rate: int, window_seconds: float,
-                 max_seconds: float | None, plan: BatchPlan) -> None:
+                 max_seconds: float | None, plan: BatchPlan, min_samples: int = 1) -> None:
         super().__init__()
         self.jobs = list(jobs)
         self.sample_rate = sample_rate
         self.window_seconds = window_seconds
         self.max_seconds = max_seconds
         self.plan = plan
+        self.min_samples = max(1, min_samples)  # shorter windows give the model no frame: the item fails
 
     def __iter__(self) -> Iterator[WindowBatch]:
         worker = get_worker_info()
@@ -151,6 +152,11 @@ class WindowStream(IterableDataset):
         count, samples = 0, 0
         try:
             for window in stream_windows(job.path, self.sample_rate, self.window_seconds, self.max_seconds):
+                if len(window) < self.min_samples:  # only ever a clip's sole window (short tails are dropped)
+                    batcher.fail(job.position, f"{job.path}: too short ({1000 * len(window) / self.sample_rate:.1f} "
+                                               f"ms; the model needs at least {self.min_samples} samples at "
+                                               f"{self.sample_rate} Hz)")
+                    return
                 samples += len(window)
                 yield from batcher.add((job.position, count), window)
                 count += 1
