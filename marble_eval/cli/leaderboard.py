@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from marble_eval.report import FORMATS, leaderboard_frames, render, write_leaderboard_md
+from marble_eval.report import (
+    FORMATS,
+    leaderboard_frames,
+    render,
+    render_significance,
+    results_for_recipe,
+    write_leaderboard_md,
+)
 from marble_eval.results import read_results
 
 
@@ -14,13 +21,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="folder of results JSONs")
     parser.add_argument("--format", default="md", choices=FORMATS, help="output format (default: md)")
     parser.add_argument("--recipe", default=None, help="probe recipe to show (default: the most common one)")
+    parser.add_argument("--published", action="store_true",
+                        help="add the published CultureMERT model-card rows and measured - published differences")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="paired-bootstrap replicates for significance between models (0: skip; default 1000)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    frames = leaderboard_frames(read_results(args.results_dir), args.recipe)
-    markdown = render(frames, "md")
+    results = read_results(args.results_dir)
+    chosen = results_for_recipe(results, args.recipe)
+    significance = ""
+    winners = None
+    if args.bootstrap > 0:
+        from marble_eval.significance import compare_results, significant_winners
+
+        comparisons, notes = compare_results(chosen, n_boot=args.bootstrap)
+        winners = significant_winners(comparisons)
+        significance = "\n" + render_significance(comparisons, notes)
+    frames = leaderboard_frames(chosen, published=args.published, winners=winners)
+    markdown = render(frames, "md") + significance
     path = write_leaderboard_md(args.results_dir, markdown)
     print(markdown if args.format == "md" else render(frames, args.format))
     print(f"(written to {path})" if args.format == "md" else "")
     return 0
+
