@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "marble_eval.cli.datasets",
     "marble_eval.cli.models",
     "marble_eval.cli.merge",
+    "marble_eval.cli.report",
 ]
 
 

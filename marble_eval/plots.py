@@ -1,0 +1,141 @@
+"""Figures from the results JSONs (matplotlib, Agg backend; each saved as PNG and SVG).
+
+- layer curves: validation and test macro ROC-AUC (or mAP) per hidden state, one figure per dataset,
+  one colour per model. Per layer, the lr with the best validation metric averaged over seeds is
+  taken, and its validation and test metrics are averaged over seeds; the learned weighted sum of
+  all layers is drawn as a separate point "w" to the right.
+- per-tag ROC-AUC: one figure per dataset, tags grouped by category (the prefix before "--":
+  makam, usul, instrument, raga, tala, form, genres, instruments, place; "other" without one), one bar
+  per model, mean over seeds of the selected probes' test per-tag ROC-AUC.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FORMATS = ("png", "svg")
+WEIGHTED = "weighted"
+
+
+def tag_category(tag: str) -> str:
+    """The prefix before "--" (e.g. "raga--kalyani" -> "raga"); "other" when there is none."""
+    return tag.split("--", 1)[0] if "--" in tag else "other"
+
+
+def layer_curve_frame(result: dict[str, Any], metric: str = "roc_auc") -> pd.DataFrame:
+    """[layer, lr, valid, test]: per layer the best lr by mean validation ``metric``, means over seeds."""
+    rows = [{"layer": str(g["layer"]), "lr": g["lr"], "seed": g["seed"], "valid": g["valid"].get(metric),
+             "test": g["test"].get(metric)} for g in result.get("grid", []) if g.get("valid") and g.get("test")]
+    if not rows:
+        return pd.DataFrame(columns=["layer", "lr", "valid", "test"])
+    means = pd.DataFrame(rows).groupby(["layer", "lr"], as_index=False)[["valid", "test"]].mean()
+    best = means.loc[means.groupby("layer")["valid"].idxmax()]
+    order = sorted(best["layer"], key=lambda layer: (layer == WEIGHTED, int(layer) if layer.isdigit() else 0))
+    return best.set_index("layer").loc[order].reset_index()
+
+
+def per_tag_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """[model, tag, category, roc_auc]: mean over seeds of the selected probes' test per-tag ROC-AUC."""
+    rows = []
+    for result in results:
+        for selected in result.get("selected", []):
+            for tag, values in (selected.get("test", {}).get("per_tag") or {}).items():
+                if values.get("roc_auc") is not None:
+                    rows.append({"model": result["model"]["id"], "tag": tag, "category": tag_category(tag),
+                                 "roc_auc": values["roc_auc"]})
+    if not rows:
+        return pd.DataFrame(columns=["model", "tag", "category", "roc_auc"])
+    return pd.DataFrame(rows).groupby(["model", "category", "tag"], as_index=False)["roc_auc"].mean()
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def plot_layer_curves(results: list[dict[str, Any]], out_dir: Path, metric: str = "roc_auc") -> list[Path]:
+    """One figure per dataset: ``metric`` per hidden state, validation dashed, test solid; returns the files."""
+    paths: list[Path] = []
+    for dataset in sorted({r["dataset"]["name"] for r in results}):
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        ticks: dict[float, str] = {}
+        for colour, result in enumerate(r for r in results if r["dataset"]["name"] == dataset):
+            frame = layer_curve_frame(result, metric)
+            if frame.empty:
+                continue
+            numeric = frame[frame["layer"] != WEIGHTED]
+            xs = numeric["layer"].astype(int).tolist()
+            weighted_x = (max(xs) if xs else -1) + 1.5
+            style = {"color": f"C{colour}", "marker": "o", "markersize": 4}
+            model = result["model"]["id"]
+            ax.plot(xs, 100 * numeric["test"], "-", label=f"{model} test", **style)
+            ax.plot(xs, 100 * numeric["valid"], "--", label=f"{model} valid", alpha=0.7, **style)
+            ticks.update({float(x): str(x) for x in xs})
+            weighted = frame[frame["layer"] == WEIGHTED]
+            if not weighted.empty:
+                ax.plot([weighted_x], 100 * weighted["test"], "D", color=f"C{colour}")
+                ax.plot([weighted_x], 100 * weighted["valid"], "D", color=f"C{colour}", alpha=0.5, fillstyle="none")
+                ticks[weighted_x] = "w"
+        ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+        ax.set_xlabel("hidden state (w = learned weighted sum)")
+        ax.set_ylabel(f"{'ROC-AUC' if metric == 'roc_auc' else 'mAP'} (%)")
+        ax.set_title(f"{dataset}: {metric} per layer (best lr by validation, mean over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        paths += _save(fig, Path(out_dir), f"layers_{_slug(dataset)}_{metric}")
+    return paths
+
+
+def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One figure per dataset: per-tag test ROC-AUC, tags grouped by category, one bar per model."""
+    paths: list[Path] = []
+    for dataset in sorted({r["dataset"]["name"] for r in results}):
+        frame = per_tag_frame([r for r in results if r["dataset"]["name"] == dataset])
+        if frame.empty:
+            continue
+        tags = frame[["category", "tag"]].drop_duplicates().sort_values(["category", "tag"])
+        models = sorted(frame["model"].unique())
+        position = {tag: i for i, tag in enumerate(tags["tag"])}
+        width = 0.8 / len(models)
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(position) * max(1, len(models) / 2)), 3.8))
+        for k, model in enumerate(models):
+            part = frame[frame["model"] == model]
+            xs = [position[t] + (k - (len(models) - 1) / 2) * width for t in part["tag"]]
+            ax.bar(xs, 100 * part["roc_auc"], width=width, label=model, color=f"C{k}")
+        labels = [t.split("--", 1)[-1] for t in tags["tag"]]
+        ax.set_xticks(range(len(labels)), labels, rotation=70, ha="right", fontsize=7)
+        for category, group in tags.groupby("category", sort=False):
+            first, last = position[group["tag"].iloc[0]], position[group["tag"].iloc[-1]]
+            ax.axvline(last + 0.5, color="grey", lw=0.6)
+            ax.text((first + last) / 2, 101, category, ha="center", va="bottom", fontsize=8, weight="bold")
+        ax.axhline(50, color="grey", lw=0.6, ls=":")
+        ax.set_ylim(40, 108)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_ylabel("test ROC-AUC (%)")
+        ax.set_title(f"{dataset}: per-tag ROC-AUC by category (mean over seeds)", fontsize=9, pad=14)
+        ax.legend(fontsize=7, loc="lower right")
+        paths += _save(fig, Path(out_dir), f"tags_{_slug(dataset)}")
+    return paths
+
+
+def plot_all(results: list[dict[str, Any]], out_dir: Path) -> dict[str, list[Path]]:
+    """Every figure: {"layers": [...], "tags": [...]} (PNG and SVG paths)."""
+    return {"layers": plot_layer_curves(results, out_dir), "tags": plot_per_tag(results, out_dir)}

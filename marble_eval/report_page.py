@@ -1,0 +1,226 @@
+"""A self-contained static HTML report: sortable leaderboard, significance, plots, per-dataset provenance.
+
+The page is one file (inline CSS and JS; figures inlined as PNG data URIs, with PNG and SVG copies in
+``figures/`` beside it for papers). Clicking a column header sorts its table; the URL fragment
+``#sort=<column>`` (or ``#sort=<column>:desc``) sorts the first leaderboard on load, which is how the
+headless-browser test drives it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from marble_eval.plots import plot_layer_curves, plot_per_tag
+from marble_eval.report import DATASET_COLUMNS, leaderboard_frames, results_for_recipe, significance_frame
+from marble_eval.results import METRICS, utc_now
+from marble_eval.significance import Comparison, compare_results, significant_winners
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
+  padding:0 16px;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}
+.sub{color:#666;margin-top:4px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+thead th{background:#f3f5f8;position:sticky;top:0}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+tr.published td{color:#555;font-style:italic;background:#fafafa}
+tr.delta td{color:#0a5;font-size:12px}
+.sig{color:#b00;font-weight:bold}
+figure{display:inline-block;margin:8px 12px 8px 0;vertical-align:top}
+figure img{max-width:560px;width:100%;border:1px solid #eee}
+figcaption{font-size:12px;color:#555}
+details{margin:6px 0 12px}summary{cursor:pointer;color:#036}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
+.note{color:#8a5a00}
+"""
+
+SCRIPT = """
+(function(){
+  function key(cell){var v=cell.getAttribute('data-sort');
+    if(v===null||v===''){return null;} var f=parseFloat(v); return isNaN(f)?v.toLowerCase():f;}
+  function sortTable(table,col,desc){
+    var body=table.tBodies[0], rows=Array.prototype.slice.call(body.rows);
+    rows.sort(function(a,b){var x=key(a.cells[col]), y=key(b.cells[col]);
+      if(x===null&&y===null){return 0;} if(x===null){return 1;} if(y===null){return -1;}
+      var c=(x<y)?-1:(x>y?1:0); return desc?-c:c;});
+    rows.forEach(function(r){body.appendChild(r);});
+    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
+      if(i===col){th.setAttribute('aria-sort',desc?'descending':'ascending');}else{th.removeAttribute('aria-sort');}});
+  }
+  function columnOf(table,name){var cells=table.tHead.rows[0].cells;
+    for(var i=0;i<cells.length;i++){if(cells[i].getAttribute('data-col')===name){return i;}} return -1;}
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),function(table){
+    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){
+      th.addEventListener('click',function(){
+        var desc=th.getAttribute('aria-sort')!=='descending' && i>0;
+        if(i===0){desc=th.getAttribute('aria-sort')==='ascending';}
+        sortTable(table,i,desc);});});});
+  var m=/#sort=([^&]+)/.exec(window.location.hash);
+  if(m){var parts=decodeURIComponent(m[1]).split(':'), table=document.querySelector('table.sortable');
+    var col=table?columnOf(table,parts[0]):-1; if(col>=0){sortTable(table,col,parts[1]==='desc');}}
+})();
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def sort_key(cell: str) -> str:
+    """The value a cell sorts by: its first number ("77.1* / 71.9" -> "77.1"), else its text."""
+    match = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", cell)
+    return match.group(1) if match else cell
+
+
+def frame_html(frame: pd.DataFrame, table_id: str, sortable: bool = False, row_classes: list[str] | None = None) -> str:
+    """An HTML table of ``frame`` (strings); "*" marks become red; cells carry data-sort keys."""
+    head = "".join(f'<th data-col="{_esc(c)}">{_esc(c)}</th>' for c in frame.columns)
+    rows = []
+    for i, record in enumerate(frame.astype(str).itertuples(index=False)):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = "".join(f'<td data-sort="{_esc(sort_key(v))}">{_esc(v).replace("*", "<span class=sig>*</span>")}'
+                        f"</td>" for v in record)
+        rows.append(f"<tr{cls}>{cells}</tr>")
+    klass = ' class="sortable"' if sortable else ""
+    return f'<table id="{table_id}"{klass}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _row_class(model: str) -> str:
+    return "published" if model.endswith("(published)") else "delta" if model.startswith("Δ") else ""
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    svg = path.with_suffix(".svg").name
+    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{_esc(caption)} (<a href="figures/{_esc(svg)}">SVG</a>)</figcaption></figure>')
+
+
+def _stat(summary: dict[str, Any], metric: str) -> str:
+    value = summary.get(metric) or {}
+    if value.get("mean") is None:
+        return ""
+    return f"{100 * value['mean']:.1f} ± {100 * (value.get('std') or 0):.1f}"
+
+
+def _provenance(result: dict[str, Any]) -> str:
+    """Where every number of one result comes from: model, code, packages, protocol, selection, grid."""
+    model, env, protocol = result.get("model", {}), result.get("environment", {}), result.get("protocol", {})
+    grid = protocol.get("grid", {})
+    facts = [
+        ("results file", Path(result.get("_path", "")).name), ("created", result.get("created")),
+        ("model fingerprint", model.get("fingerprint")), ("model revision", model.get("revision")),
+        ("family / hidden states / dim", f"{model.get('family')} / {model.get('hidden_states')} / {model.get('dim')}"),
+        ("git commit", env.get("git_commit")), ("python / platform", f"{env.get('python')} / {env.get('platform')}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),
+        ("recipe", protocol.get("recipe", {}).get("name")),
+        ("grid", f"lrs {grid.get('lrs')}, layers {grid.get('layers')}, seeds {grid.get('seeds')}"),
+        ("window / max seconds", f"{protocol.get('window_seconds')} / {protocol.get('max_seconds')}"),
+        ("precision / cache key", f"{protocol.get('precision')} / {protocol.get('cache_key')}"),
+        ("dataset version / splits", f"{result['dataset'].get('version')} / {result['dataset'].get('splits')}"),
+        ("excluded tags", ", ".join(result.get("excluded_tags") or []) or "none"),
+        ("excluded items", len((result.get("extraction") or {}).get("excluded_items") or {})),
+    ]
+    facts_html = "".join(f"<tr><td>{_esc(k)}</td><td style='text-align:left'>{_esc(v)}</td></tr>" for k, v in facts)
+    selected = pd.DataFrame([{
+        "seed": s.get("seed"), "lr": s.get("lr"), "layer": s.get("layer"),
+        "valid ROC-AUC": f"{100 * s['valid']['roc_auc']:.1f}" if s.get("valid") else "",
+        **{f"test {m}": f"{100 * s['test'][m]:.1f}" for m in METRICS if s.get("test", {}).get(m) is not None},
+    } for s in result.get("selected", [])])
+    grid_rows = pd.DataFrame([{
+        "lr": g.get("lr"), "layer": g.get("layer"), "seed": g.get("seed"),
+        "valid ROC-AUC": f"{100 * g['valid']['roc_auc']:.1f}", "test ROC-AUC": f"{100 * g['test']['roc_auc']:.1f}",
+        "test mAP": f"{100 * g['test']['map']:.1f}", "epochs": g.get("epochs"), "best epoch": g.get("best_epoch"),
+    } for g in result.get("grid", []) if g.get("valid") and g.get("test")])
+    slug = re.sub(r"\W+", "-", Path(result.get("_path", model.get("id", "x"))).stem)
+    parts = [f"<table>{facts_html}</table>", "<b>Selected probe per seed</b> (best validation ROC-AUC)",
+             frame_html(selected, f"sel-{slug}") if not selected.empty else "<p>none</p>"]
+    if not grid_rows.empty:
+        parts.append(f"<details><summary>Full grid ({len(grid_rows)} configurations)</summary>"
+                     f"{frame_html(grid_rows, f'grid-{slug}', sortable=True)}</details>")
+    return "".join(parts)
+
+
+def _dataset_section(dataset: str, results: list[dict[str, Any]], comparisons: list[Comparison],
+                     figures: dict[str, list[tuple[Path, str]]]) -> str:
+    title = DATASET_COLUMNS.get(dataset, dataset)
+    summary = pd.DataFrame([{"Model": r["model"]["id"], **{m: _stat(r.get("summary", {}), m) for m in METRICS},
+                             "seeds": (r.get("summary", {}).get("roc_auc") or {}).get("n", "")} for r in results])
+    out = [f'<h2 id="ds-{_esc(dataset)}">{_esc(title)}</h2>',
+           "<p>Test metrics of the validation-selected probe, mean ± std over seeds (%).</p>",
+           frame_html(summary, f"summary-{dataset}", sortable=True)]
+    pairs = [c for c in comparisons if c.dataset == dataset]
+    if pairs:
+        out += ["<b>Paired bootstrap</b> (model A - model B, percent points, 95% interval; "
+                "<span class=sig>*</span> = interval excludes 0)",
+                frame_html(significance_frame(pairs), f"sig-{dataset}")]
+    out += [_figure(p, c) for p, c in figures.get(dataset, [])]
+    for result in results:
+        out.append(f"<details><summary>Provenance: {_esc(result['model']['id'])}</summary>"
+                   f"{_provenance(result)}</details>")
+    return "".join(out)
+
+
+def build_page(results: list[dict[str, Any]], output: Path, recipe: str | None = None, n_boot: int = 1000,
+               published: bool = True) -> Path:
+    """Write ``output``/index.html (and figures/ beside it); returns the page's path."""
+    output = Path(output)
+    chosen = results_for_recipe(results, recipe)
+    recipe_name = chosen[0]["protocol"]["recipe"]["name"]
+    comparisons, notes = compare_results(chosen, n_boot=n_boot) if n_boot > 0 else ([], ["significance skipped"])
+    frames = leaderboard_frames(chosen, published=published, winners=significant_winners(comparisons))
+    figure_dir = output / "figures"
+    figures: dict[str, list[tuple[Path, str]]] = {}
+    for dataset in sorted({r["dataset"]["name"] for r in chosen}):
+        subset = [r for r in chosen if r["dataset"]["name"] == dataset]
+        layers = [p for p in plot_layer_curves(subset, figure_dir) if p.suffix == ".png"]
+        tags = [p for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
+        figures[dataset] = ([(p, "Validation (dashed) and test (solid) ROC-AUC per hidden state") for p in layers]
+                            + [(p, "Per-tag test ROC-AUC by tag category") for p in tags])
+    boards = []
+    for i, (title, frame) in enumerate(frames.items()):
+        classes = [_row_class(m) for m in frame["Model"]]
+        boards.append(f"<h3>{_esc(title)} (%)</h3>" + frame_html(frame, f"leaderboard-{i}", True, classes))
+    datasets = sorted({r["dataset"]["name"] for r in chosen}, key=lambda d: (d not in DATASET_COLUMNS, d))
+    nav = " · ".join(f'<a href="#ds-{_esc(d)}">{_esc(DATASET_COLUMNS.get(d, d))}</a>' for d in datasets)
+    significance = (frame_html(significance_frame(comparisons), "significance") if comparisons
+                    else "<p>No pair of models with per-item predictions on the same dataset.</p>")
+    note_html = "".join(f"<li class=note>{_esc(n)}</li>" for n in notes)
+    body = f"""<h1>marble-eval report</h1>
+<p class="sub">Recipe <code>{_esc(recipe_name)}</code> · {len(chosen)} result(s) · generated {_esc(utc_now())} ·
+datasets: {nav}</p>
+<h2>Leaderboard</h2>
+<p>Test metrics of the validation-selected probe, mean over seeds, in percent; Avg is the mean of every number in the
+row. <i>(published)</i> rows are the CultureMERT model cards; Δ rows are measured - published.
+<span class=sig>*</span>: significantly better than every other measured model on that dataset (paired bootstrap,
+95%). Click a column header to sort.</p>
+{"".join(boards)}
+<h2>Significance</h2>
+<p>Paired bootstrap over test items (paired by item id) and seeds ({n_boot} replicates): model A - model B in percent
+points with the 2.5 / 97.5 percentile interval; <span class=sig>*</span> = the interval excludes 0.</p>
+{significance}<ul>{note_html}</ul>
+{"".join(_dataset_section(d, [r for r in chosen if r["dataset"]["name"] == d], comparisons, figures) for d in datasets)}
+"""
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>marble-eval report</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f"<body>{body}<script>{SCRIPT}</script></body></html>\n")
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "index.html"
+    path.write_text(page, encoding="utf-8")
+    (output / "report.json").write_text(json.dumps({
+        "recipe": recipe_name, "results": [r.get("_path") for r in chosen], "notes": notes,
+        "comparisons": [{"dataset": c.dataset, "model_a": c.model_a, "model_b": c.model_b, "n_items": c.n_items,
+                         "n_boot": c.n_boot, "intervals": {m: vars(i) for m, i in c.intervals.items()}}
+                        for c in comparisons]}, indent=1))
+    return path
