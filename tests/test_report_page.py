@@ -1,0 +1,141 @@
+"""Plots and the HTML report on synthetic results shaped like the fixture's; the page in headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from marble_eval.cli import main
+from marble_eval.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
+from marble_eval.report_page import build_page
+from marble_eval.results import SCHEMA_VERSION, read_results, write_result
+from marble_eval.significance import predictions_path
+
+TAGS = ["raga--kalyani", "raga--todi", "tala--adi", "instrument--violin", "tone-220"]
+
+
+def _metrics(auc: float) -> dict:
+    return {"roc_auc": auc, "map": auc - 0.2, "micro_f1": auc - 0.3, "macro_f1": auc - 0.4, "excluded_tags": []}
+
+
+def _result(model: str, skill: float, dataset: str = "carnatic") -> dict:
+    """A result JSON as `marble-eval eval` writes it: grid over 3 layers + weighted, 2 lrs, 2 seeds."""
+    grid, selected = [], []
+    for seed in (0, 1):
+        for layer in (0, 1, 2, "weighted"):
+            for lr in (1e-3, 1e-2):
+                depth = 0.05 * (layer if isinstance(layer, int) else 2.5)
+                quality = skill + depth + (0.02 if lr == 1e-3 else 0.0) + 0.005 * seed
+                grid.append({"lr": lr, "layer": layer, "seed": seed, "valid": _metrics(quality),
+                             "test": _metrics(quality - 0.01), "epochs": 20, "best_epoch": 12})
+        best = max((g for g in grid if g["seed"] == seed), key=lambda g: g["valid"]["roc_auc"])
+        per_tag = {t: {"roc_auc": skill + 0.03 * i, "ap": 0.5} for i, t in enumerate(TAGS)}
+        selected.append({**{k: best[k] for k in ("lr", "layer", "seed", "valid")},
+                         "test": {**best["test"], "per_tag": per_tag}})
+    tests = [s["test"] for s in selected]
+    summary = {m: {"mean": float(np.mean([t[m] for t in tests])), "std": float(np.std([t[m] for t in tests])),
+                   "n": 2} for m in ("roc_auc", "map", "micro_f1", "macro_f1")}
+    return {"schema_version": SCHEMA_VERSION, "created": "2026-01-01T00:00:00+00:00",
+            "model": {"id": model, "family": "mert", "fingerprint": f"fp-{model}", "hidden_states": 3, "dim": 32},
+            "dataset": {"name": dataset, "version": 1, "tags": TAGS, "splits": {"test": 80}},
+            "protocol": {"recipe": {"name": "mlp"}, "grid": {"lrs": [1e-3, 1e-2], "layers": [0, 1, 2, "weighted"],
+                                                            "seeds": [0, 1]}},
+            "summary": summary, "selected": selected, "grid": grid, "excluded_tags": [],
+            "environment": {"git_commit": "abc123", "packages": {"torch": "2.x"}, "python": "3.11"}}
+
+
+def _write(tmp_path, with_predictions: bool = True) -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((80, len(TAGS))) < 0.4).astype(np.float32)
+    for model, skill, shift in (("ntua-slp/CultureMERT-95M", 0.7, 3.0), ("m-a-p/MERT-v1-95M", 0.6, 0.5)):
+        path = write_result(tmp_path, _result(model, skill))
+        if with_predictions:
+            probs = 1 / (1 + np.exp(-(shift * y + rng.normal(size=(2, *y.shape)))))
+            np.savez(predictions_path(path), item_ids=np.array([f"i{k}" for k in range(80)]), y_true=y,
+                     probs=probs.astype(np.float32), seeds=np.array([0, 1]), tags=np.array(TAGS))
+
+
+def test_layer_curve_takes_the_best_lr_by_validation_and_averages_seeds():
+    frame = layer_curve_frame(_result("m", 0.6))
+    assert frame["layer"].tolist() == ["0", "1", "2", "weighted"]
+    assert (frame["lr"] == 1e-3).all()  # lr 1e-3 has the better validation score at every layer
+    assert frame.set_index("layer").loc["1", "valid"] == pytest.approx(0.6 + 0.05 + 0.02 + 0.0025)
+    assert frame.set_index("layer").loc["1", "test"] == pytest.approx(0.6 + 0.05 + 0.02 + 0.0025 - 0.01)
+
+
+def test_per_tag_categories_and_plot_files(tmp_path):
+    assert [tag_category(t) for t in TAGS] == ["raga", "raga", "tala", "instrument", "other"]
+    results = [_result("a/model", 0.6), _result("b/model", 0.7)]
+    frame = per_tag_frame(results)
+    assert set(frame["category"]) == {"raga", "tala", "instrument", "other"} and len(frame) == 10
+    paths = plot_all(results, tmp_path)
+    assert sorted(p.name for p in paths["layers"] + paths["tags"]) == [
+        "layers_carnatic_roc_auc.png", "layers_carnatic_roc_auc.svg", "tags_carnatic.png", "tags_carnatic.svg"]
+    for path in paths["layers"] + paths["tags"]:
+        head = path.read_bytes()[:200]
+        assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<svg" in path.read_bytes()
+
+
+def test_report_page_has_leaderboard_significance_plots_and_provenance(tmp_path):
+    _write(tmp_path / "results")
+    assert main(["report", "--results-dir", str(tmp_path / "results"), "--output", str(tmp_path / "site"),
+                 "--bootstrap", "200"]) == 0
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert '<table id="leaderboard-0" class="sortable">' in page
+    assert "m-a-p/MERT-v1-95M (published)" in page and "Δ ntua-slp/CultureMERT-95M (measured - published)" in page
+    assert page.count("data:image/png;base64,") == 2 and (tmp_path / "site" / "figures" / "tags_carnatic.svg").exists()
+    assert "fp-ntua-slp/CultureMERT-95M" in page and "abc123" in page  # provenance
+    significance = re.search(r'<table id="significance".*?</table>', page, re.S).group(0)
+    assert "ntua-slp/CultureMERT-95M" in significance and "<span class=sig>*</span>" in significance
+    assert "<link" not in page and 'src="http' not in page  # self-contained
+
+
+def test_report_without_predictions_notes_it(tmp_path):
+    _write(tmp_path / "results", with_predictions=False)
+    page = build_page(read_results(tmp_path / "results"), tmp_path / "site", n_boot=50).read_text()
+    assert "no significance test" in page and "No pair of models" in page
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _browser(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def _first_column(dom: str) -> list[str]:
+    table = re.search(r'<table id="leaderboard-0".*?<tbody>(.*?)</tbody>', dom, re.S).group(1)
+    return [html.unescape(re.sub("<[^>]+>", "", cell)) for cell in re.findall(r"<tr[^>]*><td[^>]*>(.*?)</td>", table)]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (CI installs Debian's chromium)")
+def test_page_renders_and_sorts_in_headless_chromium(tmp_path):
+    _write(tmp_path / "results")
+    page = build_page(read_results(tmp_path / "results"), tmp_path / "site", n_boot=100)
+    url = page.resolve().as_uri()
+    rows = {}
+    for sort in ("Avg:desc", "Avg", "Model"):
+        done = _browser(tmp_path, "--dump-dom", f"{url}#sort={sort}")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert 'aria-sort="' in done.stdout  # the script ran and marked the sorted column
+        rows[sort] = _first_column(done.stdout)
+    measured_first = rows["Avg:desc"]
+    assert len(measured_first) == 7  # 2 measured + 3 published + 2 Δ (both ids are published ones)
+    averages = {"ntua-slp/CultureMERT-95M (published)": 69.3, "ntua-slp/CultureMERT-TA-95M (published)": 69.1,
+                "m-a-p/MERT-v1-95M (published)": 66.1}
+    ordered = [name for name in measured_first if name in averages]
+    assert ordered == sorted(averages, key=averages.get, reverse=True)
+    assert rows["Avg"] == list(reversed(measured_first))  # no ties: ascending is the reverse
+    assert rows["Model"] == sorted(rows["Model"], key=str.lower)
+    shot = tmp_path / "shot.png"
+    done = _browser(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert done.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
