@@ -111,7 +111,8 @@ def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         frame = per_tag_frame([r for r in results if r["dataset"]["name"] == dataset])
         if frame.empty:
             continue
-        tags = frame[["category", "tag"]].drop_duplicates().sort_values(["category", "tag"])
+        tags = frame[["category", "tag"]].drop_duplicates()
+        tags = tags.assign(last=tags["category"] == "other").sort_values(["last", "category", "tag"])
         models = sorted(frame["model"].unique())
         position = {tag: i for i, tag in enumerate(tags["tag"])}
         width = 0.8 / len(models)
@@ -127,7 +128,7 @@ def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.axvline(last + 0.5, color="grey", lw=0.6)
             ax.text((first + last) / 2, 101, category, ha="center", va="bottom", fontsize=8, weight="bold")
         ax.axhline(50, color="grey", lw=0.6, ls=":")
-        ax.set_ylim(40, 108)
+        ax.set_ylim(min(40.0, 100 * float(frame["roc_auc"].min()) - 5), 108)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylabel("test ROC-AUC (%)")
         ax.set_title(f"{dataset}: per-tag ROC-AUC by category (mean over seeds)", fontsize=9, pad=14)
