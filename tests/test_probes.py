@@ -245,6 +245,7 @@ def test_grid_selects_best_validation_config_per_seed(grid_result) -> None:
         assert (config["lr"], config["layer"]) == (chosen["lr"], chosen["layer"])
         assert set(chosen["test"]["per_tag"]) == set(TAGS) and "excluded_tags" in chosen["test"]
         assert chosen["test"]["roc_auc"] == config["test"]["roc_auc"]
+        assert chosen["test"]["excluded_tags"] == grid_result.excluded_tags
     values = [s["test"]["roc_auc"] for s in grid_result.selected]
     assert grid_result.summary["roc_auc"]["mean"] == pytest.approx(np.mean(values))
     assert grid_result.summary["roc_auc"]["std"] == pytest.approx(np.std(values, ddof=1))
@@ -287,3 +288,13 @@ def test_probes_learn_synthetic_data_and_progress_bar_runs(capsys) -> None:
     assert result.summary["roc_auc"]["mean"] > 0.9  # chance is 0.5
     assert result.selected[0]["layer"] != 0  # the noisiest hidden state is not chosen
     assert "probes" in capsys.readouterr().err
+
+
+def test_tag_empty_in_test_split_is_excluded_and_named(data) -> None:
+    test = data["test"]
+    emptied = {**data, "test": replace(test, labels=test.labels * np.array([1, 1, 1, 1, 0], dtype=np.float32))}
+    result = run_grid(emptied, small_recipe(head="linear", hidden_dim=None, dropout=0.0), GridSpec.quick([0]),
+                      "multilabel", TAGS, progress=False, max_epochs=2)
+    assert result.excluded_tags == ["e"]
+    assert result.selected[0]["test"]["per_tag"]["e"] == {"roc_auc": None, "ap": None}
+    assert result.configs[0]["valid"]["excluded_tags"] == []

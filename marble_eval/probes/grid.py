@@ -68,7 +68,8 @@ class GridResult:
     ``configs``: {lr, layer, seed, epochs, best_epoch, valid, test} with scalar metrics (None for a
     probe that diverged). ``selected``: per seed {seed, index (into configs), lr, layer, valid, test}
     with the full test metrics (per-tag ROC-AUC/AP, excluded tags). ``summary``: {metric: {mean,
-    std, n}} over seeds of the selected test metrics."""
+    std, n}} over seeds of the selected test metrics. ``excluded_tags``: tags left out of the test
+    split's macro averages (no positive, or no negative, test item)."""
 
     task: str
     tags: list[str]
@@ -79,6 +80,7 @@ class GridResult:
     selected: list[dict[str, Any]]
     summary: dict[str, dict[str, float]]
     seconds: float = 0.0
+    excluded_tags: list[Any] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,5 +175,6 @@ def run_grid(
         selected=selected,
         summary=summarise(selected),
         seconds=time.perf_counter() - started,
+        excluded_tags=list(selected[0]["test"]["excluded_tags"]) if selected[0]["test"] else [],
         meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order", **timing},
     )
