@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import sys
 
 from marble_eval import __version__
@@ -37,17 +39,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks turned into spaces (values quoted in messages may hold some)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with argparse's usage-plus-error report cut to its one error line (exit 2)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parser.parse_args(argv)
+    except SystemExit as exit_:
+        text = captured.getvalue()
+        if exit_.code in (0, None):  # --help / --version printed what was asked
+            sys.stderr.write(text)
+            raise
+        errors = [line for line in text.splitlines() if ": error: " in line]
+        message = errors[-1].split(": error: ", 1)[1] if errors else one_line(text)
+        prog = errors[-1].split(": error: ", 1)[0] if errors else "marble-eval"
+        print(f"{prog}: error: {one_line(message)} (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand; user errors print one line and exit 2."""
+    """Entry point: run a subcommand; user errors (and bad arguments) print one line and exit 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if isinstance(exit_.code, int) or exit_.code is None else 2
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
     try:
         return int(args.run(args) or 0)
     except MarbleEvalError as exc:
-        print(f"marble-eval: error: {exc}", file=sys.stderr)
+        print(f"marble-eval: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be read or written (permissions, disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"marble-eval: error: {one_line(where + (exc.strerror or str(exc)))}; check the path, permissions "
+              f"and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("marble-eval: interrupted; rerun the same command to resume", file=sys.stderr)
