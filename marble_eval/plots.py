@@ -132,7 +132,7 @@ def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylabel("test ROC-AUC (%)")
         ax.set_title(f"{dataset}: per-tag ROC-AUC by category (mean over seeds)", fontsize=9, pad=14)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         paths += _save(fig, Path(out_dir), f"tags_{_slug(dataset)}")
     return paths
 
