@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -45,17 +45,39 @@ def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, Split
     return data, excluded
 
 
+@dataclass(frozen=True)
+class TestPredictions:
+    """Test-split probabilities of each seed's selected probe (for paired significance tests)."""
+
+    item_ids: list[str]
+    y_true: np.ndarray          # [n_test, T]
+    probs: list[np.ndarray]     # per seed [n_test, T]
+    seeds: list[int]
+    tags: list[str]
+
+
 def run_probe(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe, grid: GridSpec,
               show_progress: bool = True, max_epochs: int | None = None) -> dict[str, Any]:
     """Train the grid on the cached features and return the full result dict (results.py schema)."""
+    return run_probe_with_predictions(cache, dataset, model, recipe, grid, show_progress, max_epochs)[0]
+
+
+def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe,
+                               grid: GridSpec, show_progress: bool = True, max_epochs: int | None = None
+                               ) -> tuple[dict[str, Any], TestPredictions]:
+    """run_probe, plus the selected probes' per-item test probabilities."""
     started = time.perf_counter()
     data, excluded_items = probe_inputs(cache, dataset)
     loaded = time.perf_counter()
-    grid_result = run_grid(data, recipe, grid, task=dataset.task, tags=dataset.vocabulary,
-                           progress=show_progress, max_epochs=max_epochs).to_dict()
+    trained = run_grid(data, recipe, grid, task=dataset.task, tags=dataset.vocabulary,
+                       progress=show_progress, max_epochs=max_epochs)
+    grid_result = trained.to_dict()
     finished = time.perf_counter()
+    test_items = [item for item in dataset.split("test") if item.id not in excluded_items]
+    predictions = TestPredictions([item.id for item in test_items], data["test"].labels,
+                                  list(trained.test_probabilities or []), list(grid.seeds), list(dataset.vocabulary))
     key = cache.key
-    return {
+    result = {
         "schema_version": SCHEMA_VERSION,
         "created": utc_now(),
         "model": {"id": model.model_id, "family": model.family, "fingerprint": model.fingerprint,
@@ -77,6 +99,7 @@ def run_probe(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: P
         "environment": environment(),
         "timings": {"load_seconds": round(loaded - started, 3), "probe_seconds": round(finished - loaded, 3)},
     }
+    return result, predictions
 
 
 def recipe_dict(recipe: ProbeRecipe) -> dict[str, Any]:

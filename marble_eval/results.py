@@ -12,6 +12,7 @@ Schema (version 1; documented in docs/results.md):
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import platform
 import re
@@ -21,7 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from marble_eval.cache import atomic_write_json
+import numpy as np
+
+from marble_eval.cache import atomic_write_bytes, atomic_write_json
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import PROJECT_ROOT
 
@@ -92,3 +95,23 @@ def read_results(results_dir: Path) -> list[dict[str, Any]]:
         data["_path"] = str(path)
         results.append(data)
     return results
+
+
+def predictions_path(result_json: Path) -> Path:
+    """The per-item predictions file beside a results JSON."""
+    return Path(result_json).with_suffix(".predictions.npz")
+
+
+def write_predictions(result_json: Path, item_ids: list[str], y_true: np.ndarray, probs: list[np.ndarray],
+                      seeds: list[int], tags: list[str]) -> Path:
+    """Store the selected probes' test probabilities per seed (for paired bootstrap tests).
+
+    Arrays: item_ids [n], y_true [n, T], probs [seeds, n, T] float32, seeds [S], tags [T].
+    """
+    path = predictions_path(result_json)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, item_ids=np.array(item_ids), y_true=np.asarray(y_true, dtype=np.float32),
+                        probs=np.stack(probs).astype(np.float32), seeds=np.array(seeds, dtype=np.int64),
+                        tags=np.array(tags))
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

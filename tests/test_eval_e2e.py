@@ -140,3 +140,19 @@ def test_every_family_runs_end_to_end(tmp_path, small_fixture_yaml):
         result = run_probe(cache, dataset, model.info, recipe, GridSpec.quick([0]), show_progress=False, max_epochs=2)
         assert result["model"]["family"] == family
         assert 0.0 <= result["summary"]["roc_auc"]["mean"] <= 1.0
+
+
+def test_predictions_beside_the_result_reproduce_the_selected_test_metrics(evaluated):
+    import numpy as np
+
+    from marble_eval.metrics import compute_metrics
+
+    root, _, _ = evaluated
+    path = next((root / "results").glob("tiny-fixture/*__mlp.json"))
+    result = json.loads(path.read_text())
+    stored = np.load(path.with_suffix(".predictions.npz"))
+    assert stored["probs"].shape == (2, 6, 8) and stored["y_true"].shape == (6, 8)
+    assert stored["seeds"].tolist() == [0, 1] and stored["tags"].tolist() == result["dataset"]["tags"]
+    for seed_index, selected in enumerate(result["selected"]):
+        again = compute_metrics(stored["y_true"], stored["probs"][seed_index], tags=result["dataset"]["tags"])
+        assert again["roc_auc"] == pytest.approx(selected["test"]["roc_auc"], abs=1e-6)

@@ -75,10 +75,10 @@ def parse_layers(text: str, n_hidden_states: int) -> list:
 
 def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
     """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write and return the result."""
-    from marble_eval.evaluate import run_probe
+    from marble_eval.evaluate import run_probe_with_predictions
     from marble_eval.extract import ExtractSettings, open_cache
     from marble_eval.probes import load_recipe
-    from marble_eval.results import write_result
+    from marble_eval.results import write_predictions, write_result
 
     recipe = load_recipe(args.recipe)
     grid = grid_from_args(args, model.info.n_hidden_states)
@@ -86,9 +86,12 @@ def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
     settings = ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                                precision=args.precision, storage=args.storage)
     cache = open_cache(features_root(args), model, dataset, settings)
-    result = run_probe(cache, dataset, model.info, recipe, grid, show_progress=not args.no_progress,
-                       max_epochs=args.max_epochs)
+    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe, grid,
+                                                     show_progress=not args.no_progress, max_epochs=args.max_epochs)
     path = write_result(args.results_dir, result)
+    if predictions.probs:
+        write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
+                          predictions.tags)
     print(f"results: {path}")
     print(summary_line(result))
     return result

@@ -4,8 +4,10 @@ selected per seed on validation, summarised over seeds."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from pydantic import RootModel
 
@@ -82,10 +84,15 @@ class GridResult:
     seconds: float = 0.0
     excluded_tags: list[Any] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Per seed (grid.seeds order): test item probabilities [n_test, T] of the selected probe.
+    # Kept out of the JSON (it can be large); results.write_predictions stores it beside it.
+    test_probabilities: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
+        """A JSON-serialisable dict (without the test probabilities)."""
+        data = asdict(replace(self, test_probabilities=None))
+        del data["test_probabilities"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GridResult":
@@ -119,9 +126,27 @@ def _train_chunk(
         metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags) for name in probs}
         if recipe.restore_best and records[index]["best_epoch"] == 0:  # never had a finite score
             metrics = {name: None for name in probs}
-        results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics})
+        results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics,
+                        "_test_probs": probs["test"][index].numpy().astype(np.float32)})
     timing["eval_seconds"] += time.perf_counter() - trained
     return results
+
+
+def _keep_winners_probabilities(results: list[dict[str, Any]], seeds: list[int]) -> None:
+    """Free the test probabilities of every configuration that is not (yet) its seed's selection.
+
+    Selection is a total order over configurations in grid order, so the winner so far is the
+    only one that can still be selected: memory stays at one [n_test, T] array per seed.
+    """
+    winners = set()
+    for seed in seeds:
+        try:
+            winners.add(select_index(results, seed))
+        except MarbleEvalError:
+            pass  # this seed has no finished (or no finite) configuration yet
+    for index, result in enumerate(results):
+        if index not in winners:
+            result["_test_probs"] = None
 
 
 def run_grid(
@@ -156,7 +181,8 @@ def run_grid(
         for number, chunk in enumerate(chunks, 1):
             callback = ProbeProgress(bar, task_id, number, len(chunks))
             results += _train_chunk(chunk, splits, recipe, task, list(tags), epochs, callback, timing)
-    selected = []
+            _keep_winners_probabilities(results, grid.seeds)
+    selected, test_probabilities = [], []
     for seed in grid.seeds:
         index = select_index(results, seed)
         chosen = results[index]
@@ -164,7 +190,9 @@ def run_grid(
             "seed": seed, "index": index, "lr": chosen["lr"], "layer": chosen["layer"],
             "valid": scalar_metrics(chosen["valid"]), "test": chosen["test"],
         })
-    configs_out = [{**r, "valid": scalar_metrics(r["valid"]), "test": scalar_metrics(r["test"])} for r in results]
+        test_probabilities.append(chosen["_test_probs"])
+    configs_out = [{**{k: v for k, v in r.items() if k != "_test_probs"}, "valid": scalar_metrics(r["valid"]),
+                    "test": scalar_metrics(r["test"])} for r in results]
     return GridResult(
         task=task,
         tags=list(tags),
@@ -176,5 +204,6 @@ def run_grid(
         summary=summarise(selected),
         seconds=time.perf_counter() - started,
         excluded_tags=list(selected[0]["test"]["excluded_tags"]) if selected[0]["test"] else [],
+        test_probabilities=test_probabilities,
         meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order", **timing},
     )
