@@ -23,6 +23,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
+    except UnicodeDecodeError as exc:
+        raise MarbleEvalError(f"{path}: not UTF-8 text (byte {exc.start}); save the YAML as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -41,9 +43,15 @@ def validate(cls: type[T], data: Any, source: str) -> T:
         return TypeAdapter(cls).validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        loc = ".".join(_printable(part) for part in first["loc"]) or "(top level)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise MarbleEvalError(f"{source}: {loc}: {first['msg']}{more}") from None
+        raise MarbleEvalError(f"{source}: {loc}: {_printable(first['msg'])}{more}") from None
+
+
+def _printable(part: object) -> str:
+    """A key or message as shown in a one-line error: quoted and escaped when it holds odd characters."""
+    text = str(part)
+    return text if text and text.isprintable() else repr(text)
 
 
 def load_config(cls: type[T], path: Path) -> T:
