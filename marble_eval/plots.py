@@ -96,8 +96,9 @@ def plot_layer_curves(results: list[dict[str, Any]], out_dir: Path, metric: str 
                 ticks[weighted_x] = "w"
         ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
         ax.set_xlabel("hidden state (w = learned weighted sum)")
-        ax.set_ylabel(f"{'ROC-AUC' if metric == 'roc_auc' else 'mAP'} (%)")
-        ax.set_title(f"{dataset}: {metric} per layer (best lr by validation, mean over seeds)", fontsize=9)
+        name = {"roc_auc": "ROC-AUC", "map": "mAP"}.get(metric, metric)
+        ax.set_ylabel(f"{name} (%)")
+        ax.set_title(f"{dataset}: {name} per layer (best lr by validation, mean over seeds)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         paths += _save(fig, Path(out_dir), f"layers_{_slug(dataset)}_{metric}")

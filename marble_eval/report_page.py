@@ -38,8 +38,8 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 tr.published td{color:#555;font-style:italic;background:#fafafa}
 tr.delta td{color:#0a5;font-size:12px}
 .sig{color:#b00;font-weight:bold}
-figure{display:inline-block;margin:8px 12px 8px 0;vertical-align:top}
-figure img{max-width:560px;width:100%;border:1px solid #eee}
+figure{display:inline-block;margin:8px 8px 8px 0;vertical-align:top;max-width:380px}
+figure img{max-width:380px;width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}
 details{margin:6px 0 12px}summary{cursor:pointer;color:#036}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
@@ -107,8 +107,8 @@ def _row_class(model: str) -> str:
 def _figure(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     svg = path.with_suffix(".svg").name
-    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
-            f'<figcaption>{_esc(caption)} (<a href="figures/{_esc(svg)}">SVG</a>)</figcaption></figure>')
+    return (f'<figure><a href="figures/{_esc(svg)}"><img alt="{_esc(caption)}" src="data:image/png;base64,{data}"></a>'
+            f'<figcaption>{_esc(caption)} (click for the SVG)</figcaption></figure>')
 
 
 def _stat(summary: dict[str, Any], metric: str) -> str:
@@ -188,10 +188,11 @@ def build_page(results: list[dict[str, Any]], output: Path, recipe: str | None =
     figures: dict[str, list[tuple[Path, str]]] = {}
     for dataset in sorted({r["dataset"]["name"] for r in chosen}):
         subset = [r for r in chosen if r["dataset"]["name"] == dataset]
-        layers = [p for p in plot_layer_curves(subset, figure_dir) if p.suffix == ".png"]
-        tags = [p for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
-        figures[dataset] = ([(p, "Validation (dashed) and test (solid) ROC-AUC per hidden state") for p in layers]
-                            + [(p, "Per-tag test ROC-AUC by tag category") for p in tags])
+        figures[dataset] = [
+            (p, f"Validation (dashed) and test (solid) {name} per hidden state")
+            for metric, name in (("roc_auc", "ROC-AUC"), ("map", "mAP"))
+            for p in plot_layer_curves(subset, figure_dir, metric) if p.suffix == ".png"
+        ] + [(p, "Per-tag test ROC-AUC by tag category") for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
     boards = []
     for i, (title, frame) in enumerate(frames.items()):
         classes = [_row_class(m) for m in frame["Model"]]

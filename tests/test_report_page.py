@@ -88,7 +88,7 @@ def test_report_page_has_leaderboard_significance_plots_and_provenance(tmp_path)
     page = (tmp_path / "site" / "index.html").read_text()
     assert '<table id="leaderboard-0" class="sortable">' in page
     assert "m-a-p/MERT-v1-95M (published)" in page and "Δ ntua-slp/CultureMERT-95M (measured - published)" in page
-    assert page.count("data:image/png;base64,") == 2 and (tmp_path / "site" / "figures" / "tags_carnatic.svg").exists()
+    assert page.count("data:image/png;base64,") == 3  # ROC-AUC and mAP per layer, per tag and (tmp_path / "site" / "figures" / "tags_carnatic.svg").exists()
     assert "fp-ntua-slp/CultureMERT-95M" in page and "abc123" in page  # provenance
     significance = re.search(r'<table id="significance".*?</table>', page, re.S).group(0)
     assert "ntua-slp/CultureMERT-95M" in significance and "<span class=sig>*</span>" in significance
