@@ -62,3 +62,22 @@ def test_two_process_ddp_extraction_equals_the_single_process_cache(tiny_mert_di
         np.testing.assert_array_equal(fa, fb)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
+
+
+def test_merge_takes_the_union_of_the_ranks_failures_and_drops_items_cached_since(tmp_path):
+    from marble_eval.cache import CacheKey, FeatureCache
+
+    key = CacheKey(dataset="d-v1", model_id="m", model_fingerprint="f" * 64, family="mert", sample_rate=24000,
+                   n_hidden_states=2, dim=3, window_seconds=0.0, max_seconds=None, precision="fp32")
+    cache = FeatureCache(tmp_path, key).create()
+    other_process = FeatureCache(tmp_path, key)  # e.g. rank 1: its shards appear behind rank 0's back
+    rank0_failed = {"a": {"path": "a.mp3", "reason": "empty file"}}
+    rank1_failed = {"b": {"path": "b.mp3", "reason": "NaN"}, "c": {"path": "c.mp3", "reason": "stale"}}
+    assert cache.done_ids() == set()
+    other_process.write_shard({"c": (np.ones((1, 2, 3), np.float32), np.array([5]))})
+    cache.write_part("rank-0", rank0_failed, {"extracted": 0})
+    other_process.write_part("rank-1", rank1_failed, {"extracted": 1})
+    failures, stats = cache.merge_parts()
+    assert failures == cache.failures() == {**rank0_failed, "b": rank1_failed["b"]}
+    assert sorted(part["extracted"] for part in stats) == [0, 1]
+    assert cache.done_ids() == {"c"} and not (cache.directory / "parts").exists()
