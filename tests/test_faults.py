@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -150,6 +151,30 @@ def data_dir(small_fixture_yaml, tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread, as in the forked and CLI runs compared with in-process ones (reduction order
+    follows the thread count, so bitwise comparisons need the same count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+ONE_BY_ONE = ExtractSettings(batch_size=1, num_workers=0)  # one window per forward: bitwise-reproducible
+
+
+@pytest.fixture(scope="module")
+def reference(model, small_fixture_yaml, data_dir, tmp_path_factory) -> FeatureCache:
+    """An uninterrupted single-process extraction of the faults dataset, one window per forward pass."""
+    root = tmp_path_factory.mktemp("faults-reference")
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
+    extract_dataset(model, dataset, root, ONE_BY_ONE, show_progress=False)
+    return open_cache(root, model, dataset, ONE_BY_ONE)
+
+
 def _only_cache_dir(root: Path) -> FeatureCache:
     folders = [p for p in root.glob("*/*") if (p / "key.json").exists()]
     assert len(folders) == 1, folders
@@ -200,7 +225,8 @@ def test_kill_9_at_random_points_then_rerun_gives_the_uninterrupted_cache(
         _assert_same_cache(reference, _only_cache_dir(Path(trial["root"])))
 
 
-def test_two_extractions_at_once_give_one_runs_cache(tiny_mert_dirs, small_fixture_yaml, data_dir, tmp_path):
+def test_two_extractions_at_once_give_one_runs_cache(tiny_mert_dirs, small_fixture_yaml, data_dir, reference,
+                                                     tmp_path):
     """Two processes extract the same model and dataset into one cache at the same time."""
     command = [sys.executable, "-m", "marble_eval", "extract", "--model", str(tiny_mert_dirs["safetensors"]),
                "--dataset", str(small_fixture_yaml), "--data-dir", str(data_dir), "--no-progress",
@@ -210,11 +236,8 @@ def test_two_extractions_at_once_give_one_runs_cache(tiny_mert_dirs, small_fixtu
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=300) for process in both]
     assert [process.returncode for process in both] == [0, 0], [err[-2000:] for _, err in outputs]
-    single = subprocess.run([*command, "--cache-dir", str(tmp_path / "single")], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
     shared = _only_cache_dir(tmp_path / "shared")
-    _assert_same_cache(_only_cache_dir(tmp_path / "single"), shared)
+    _assert_same_cache(reference, shared)
     # every id is readable from exactly one shard (copies written by both runs are identical and ignored)
     assert len(shared.index()) == 23
 
@@ -321,14 +344,26 @@ def test_nan_features_from_the_model_are_reported_not_cached(model, small_fixtur
 
 
 # -- caches from other settings --------------------------------------------------------------------
+_BASE: dict[str, Path] = {}
+
+
+def _base_extraction(model, dataset, settings, tmp_path_factory) -> Path:
+    """One finished cache folder (extracted once per module), to be copied."""
+    if "folder" not in _BASE:
+        root = tmp_path_factory.mktemp("base-extraction")
+        extract_dataset(model, dataset, root, settings, show_progress=False)
+        _BASE["folder"] = open_cache(root, model, dataset, settings).directory
+    return _BASE["folder"]
+
+
 @pytest.mark.parametrize("change", ["model", "window", "precision", "storage", "max_seconds"])
 def test_a_cache_of_other_settings_is_refused_never_mixed(change, model, tiny_mert_dirs, small_fixture_yaml,
-                                                         data_dir, tmp_path):
+                                                         data_dir, tmp_path, tmp_path_factory):
     """Copy a finished cache folder to where other settings would look: it is refused by name."""
     dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
     base = ExtractSettings(window_seconds=1.0, max_seconds=2.0, num_workers=0)
-    extract_dataset(model, dataset, tmp_path, base, show_progress=False)
     original = open_cache(tmp_path, model, dataset, base)
+    shutil.copytree(_base_extraction(model, dataset, base, tmp_path_factory), original.directory)
     other_model = load_model(str(tiny_mert_dirs["pre_ln"])) if change == "model" else model
     other = {"model": base, "window": ExtractSettings(window_seconds=2.0, max_seconds=2.0),
              "precision": ExtractSettings(window_seconds=1.0, max_seconds=2.0, precision="bf16"),
@@ -361,10 +396,9 @@ def _disk_full_after(limit_bytes: int):
     return savez
 
 
-def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, tmp_path, monkeypatch):
+def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, reference, tmp_path, monkeypatch):
     dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
     settings = ExtractSettings(shard_items=5, num_workers=0, batch_size=1)
-    extract_dataset(model, dataset, tmp_path / "clean", settings, show_progress=False)
     import marble_eval.cache as cache_module
 
     writes = {"n": 0}
@@ -386,7 +420,7 @@ def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, tm
     monkeypatch.setattr(cache_module.np, "savez", real)
     resumed = extract_dataset(model, dataset, tmp_path / "full", settings, show_progress=False)
     assert resumed.already_cached == 10
-    _assert_same_cache(open_cache(tmp_path / "clean", model, dataset, settings), cache)
+    _assert_same_cache(reference, cache)
 
 
 def test_disk_full_on_the_json_files_is_one_line_and_resumable(model, small_fixture_yaml, data_dir, tmp_path,
