@@ -156,3 +156,17 @@ def test_bad_arguments_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     argv = [{"SMALL": str(small_fixture_yaml), "AUDIO": str(audio)}.get(arg, arg) for arg in argv]
     code, err = _run_cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+@FUZZ
+@given(content=st.one_of(
+    st.text(max_size=300),
+    st.lists(st.tuples(st.sampled_from(["a.wav", "../x.wav", "/abs.wav", "", "b,c.wav", "ok/\u2028.wav"]),
+                       st.sampled_from(["train", "valid", "test", "", "TRAIN", "x"]),
+                       st.text(max_size=10)), max_size=5).map(
+        lambda rows: "path,split,labels\n" + "".join(f"{p},{s},{lab}\n" for p, s, lab in rows))))
+def test_fuzzed_manifest_csv_is_loaded_or_one_line(tmp_path: Path, content: str) -> None:
+    (tmp_path / "m.csv").write_text(content, encoding="utf-8")
+    spec = _write(tmp_path / "m.yaml", "name: fuzzed\nversion: '1'\ntask: multilabel\nsource: manifest\n"
+                                      "vocabulary: {rule: all}\noptions: {manifest: m.csv}\n")
+    _one_line_error(lambda: load_dataset(str(spec), data_dir=tmp_path / "audio"))
