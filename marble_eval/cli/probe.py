@@ -21,6 +21,8 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", "--layers", dest="layers", default=None,
                         help="all (every hidden state + weighted), weighted, or comma-separated indices")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max epochs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -87,7 +89,8 @@ def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
                                precision=args.precision, storage=args.storage)
     cache = open_cache(features_root(args), model, dataset, settings)
     result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe, grid,
-                                                     show_progress=not args.no_progress, max_epochs=args.max_epochs)
+                                                     show_progress=not args.no_progress, max_epochs=args.max_epochs,
+                                                     threads=args.threads)
     path = write_result(args.results_dir, result)
     if predictions.probs:
         write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
