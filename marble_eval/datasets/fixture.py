@@ -24,7 +24,7 @@ TAGS = ("tone-220", "tone-880", "tone-3520", "noise-low", "noise-high", "pulse-2
 FORMATS = (("wav", 16000, 1, "PCM_16"), ("flac", 44100, 2, "PCM_16"), ("mp3", 22050, 1, "MPEG_LAYER_III"),
            ("ogg", 32000, 2, "VORBIS"))
 MANIFEST = "manifest.csv"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def synthesize(tags: set[str], seconds: float, sample_rate: int, rng: np.random.
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     wave = 0.02 * rng.standard_normal(len(t))
     gain = lambda: 0.25 * rng.uniform(0.6, 1.4)  # noqa: E731 - per-component loudness jitter
-    for tag in tags:
+    for tag in sorted(tags):  # sorted: set order varies with PYTHONHASHSEED, the RNG draws must not
         if tag.startswith("tone-"):
             wave += gain() * np.sin(2 * np.pi * float(tag[5:]) * t + rng.uniform(0, 2 * np.pi))
         elif tag.startswith("noise-"):
