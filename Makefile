@@ -7,6 +7,7 @@ DATASET ?= fixture
 RECIPE  ?= mlp
 SEEDS   ?= 5
 RESULTS ?= results
+DATA_DIR ?=
 EVAL_ARGS ?=
 
 .PHONY: setup test eval bench leaderboard clean
@@ -21,7 +22,7 @@ test: setup
 	$(PY) -m pytest -q
 
 eval: setup
-	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) --results-dir $(RESULTS) $(EVAL_ARGS)
+	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(EVAL_ARGS)
 	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)
 
 leaderboard: setup

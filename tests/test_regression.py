@@ -1,0 +1,30 @@
+"""CI regression: the default fixture run (what `make eval` does) against the committed golden file.
+
+Tolerances are stored in tests/golden/fixture.json (absolute, on fractions); a change that breaks
+learning moves ROC-AUC far outside them (chance is 0.5), and the run must stay clearly above chance.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from update_golden import GOLDEN, default_fixture_run  # noqa: E402
+
+
+@pytest.mark.slow
+def test_default_fixture_run_matches_the_golden_file(tmp_path):
+    golden = json.loads(GOLDEN.read_text())
+    result = default_fixture_run(tmp_path)
+    measured = {metric: result["summary"][metric]["mean"] for metric in golden["tolerance"]}
+    assert measured["roc_auc"] > 0.7, f"fixture ROC-AUC {measured['roc_auc']:.3f}: the probes no longer learn"
+    for metric, tolerance in golden["tolerance"].items():
+        assert measured[metric] == pytest.approx(golden["summary"][metric], abs=tolerance), (
+            f"{metric}: measured {measured[metric]:.4f}, golden {golden['summary'][metric]:.4f} (± {tolerance}); "
+            f"if the change is intended, run scripts/update_golden.py and commit the file")
