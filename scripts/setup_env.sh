@@ -17,7 +17,10 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  if "${PIP[@]}" install --no-index "torch==2.13.0" 2>/dev/null; then
+  # The local CPU wheel (pip's find-links) is there if a no-index, no-deps dry run finds it;
+  # its dependencies then come from the registry as usual.
+  if "${PIP[@]}" install --dry-run --no-deps --no-index "torch==2.13.0" >/dev/null 2>&1; then
+    "${PIP[@]}" install "torch==2.13.0" 2>&1 | { grep -v "is ignored" || true; }
     echo "setup: installed the local CPU wheel torch==2.13.0"
   elif command -v nvidia-smi >/dev/null 2>&1; then
     "${PIP[@]}" install torch
@@ -26,5 +29,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-"${PIP[@]}" install -e ".[test,report]" 2>&1 | grep -v "is ignored" || true
+"${PIP[@]}" install -e ".[test,report]" 2>&1 | { grep -v "is ignored" || true; }
 "$VENV/bin/python" -c "import marble_eval, torch, transformers, lightning; print(f'setup: marble-eval ready (torch {torch.__version__}, transformers {transformers.__version__})')"
