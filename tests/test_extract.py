@@ -66,8 +66,11 @@ class _CrashAfter:
         return self.inner.embed_windows(windows, batch_size)
 
 
-def test_resume_after_a_crash_gives_the_same_cache(model, dataset, tmp_path):
-    settings = ExtractSettings(shard_items=4)
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_resume_after_a_crash_gives_the_same_cache(model, dataset, tmp_path, batch_size):
+    # batch_size 1 embeds every window alone: bit-identical. The default batches windows across
+    # files, and a resumed run groups them differently: equal within one fp16 step (docs/reliability.md).
+    settings = ExtractSettings(shard_items=4, batch_size=batch_size)
     extract_dataset(model, dataset, tmp_path / "clean", settings, show_progress=False)
     with pytest.raises(KeyboardInterrupt):
         extract_dataset(_CrashAfter(model, 10), dataset, tmp_path / "crashed", settings, show_progress=False)
@@ -79,7 +82,10 @@ def test_resume_after_a_crash_gives_the_same_cache(model, dataset, tmp_path):
     ids = [item.id for item in dataset.items]
     clean = open_cache(tmp_path / "clean", model, dataset, settings)
     for a, b in zip(_all_features(clean, ids), _all_features(crashed, ids)):
-        np.testing.assert_array_equal(a, b)
+        if batch_size == 1:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2 ** -10, atol=2 ** -24)
 
 
 def test_other_settings_never_mix_into_a_cache(model, dataset, tmp_path, tiny_mert_dirs):
