@@ -12,8 +12,9 @@ there is one:
   card) so that a change of machine load hits all alike;
 - model FLOP/s (counted from config.json) as a share of this machine's matmul peak;
 - the drift of the cached states from the card's fp32 states (max abs, relative);
-- peak RSS (ru_maxrss) of extracting a 13-minute track and a 30-second one in 30 s windows,
-  each in a fresh subprocess, and the RSS right after loading the model.
+- peak RSS of extracting a 13-minute track and a 30-second one in 30 s windows, each in a fresh
+  subprocess (VmHWM, reset after loading the model; ru_maxrss where Linux's reset is missing),
+  and of decoding alone: streamed windows vs the whole file.
 
 ``python -m bench.extraction drift`` measures the bf16-vs-fp32 change of probe metrics on the
 fixture dataset (tens of minutes on 2 cores; not part of ``make bench``).
@@ -104,7 +105,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def card_loop(model_dir: Path, paths: list[Path], device: str) -> Callable[[], np.ndarray]:
+def card_loop(model_dir: Path, device: str) -> Callable[[list[Path]], np.ndarray]:
     """The model-card recipe (fp32, eager attention, one whole clip at a time) on native HubertModel."""
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
@@ -116,7 +117,7 @@ def card_loop(model_dir: Path, paths: list[Path], device: str) -> Callable[[], n
     processor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=RATE, padding_value=0.0, do_normalize=True,
                                          return_attention_mask=True)
 
-    def embed() -> np.ndarray:
+    def embed(paths: list[Path]) -> np.ndarray:
         out = []
         for path in paths:
             inputs = processor(load_audio(path, RATE), sampling_rate=RATE, return_tensors="pt").to(device)
@@ -128,47 +129,51 @@ def card_loop(model_dir: Path, paths: list[Path], device: str) -> Callable[[], n
     return embed
 
 
-def default_extraction(model_dir: Path, paths: list[Path], work: Path, device: str,
-                       precision: str = DEFAULT_PRECISION) -> Callable[[], np.ndarray]:
-    """marble-eval's extraction (default settings, ``precision``) of ``paths`` as a whole-clip dataset,
+def _dataset(paths: list[Path], window: float) -> Dataset:
+    items = [Item(f"clip{index}", "train", path.name) for index, path in enumerate(paths)]
+    return Dataset(name="bench", task="multilabel", vocabulary=["x"], items=items, data_dir=paths[0].parent,
+                   window_seconds=window)
+
+
+def default_extraction(model_dir: Path, work: Path, device: str,
+                       precision: str = DEFAULT_PRECISION) -> Callable[[list[Path]], np.ndarray]:
+    """marble-eval's extraction (default settings at ``precision``) of files as a whole-clip dataset,
     into a fresh cache each call."""
     model = load_model(str(model_dir), device=device)
     settings = ExtractSettings(precision=precision)
-    items = [Item(f"clip{index}", "train", path.name) for index, path in enumerate(paths)]
-    dataset = Dataset(name="bench", task="multilabel", vocabulary=["x"], items=items, data_dir=paths[0].parent,
-                      window_seconds=0.0)
     calls = []
 
-    def embed() -> np.ndarray:
+    def embed(paths: list[Path]) -> np.ndarray:
         calls.append(1)
-        root = work / f"cache-{precision}-{len(calls)}"
+        root, dataset = work / f"cache-{precision}-{len(calls)}", _dataset(paths, 0.0)
         extract_dataset(model, dataset, root, settings, show_progress=False)
-        features, _ = open_cache(root, model, dataset, settings).load([item.id for item in items])
+        features, _ = open_cache(root, model, dataset, settings).load([item.id for item in dataset.items])
         return np.stack([f[0] for f in features]).astype(np.float32)
 
     return embed
 
 
-def _timed(function: Callable[[], np.ndarray], device: str) -> tuple[np.ndarray, float, float]:
+def _timed(function: Callable[[list[Path]], np.ndarray], paths: list[Path], device: str
+           ) -> tuple[np.ndarray, float, float]:
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    result = function()
+    result = function(paths)
     if device != "cpu":
         torch.cuda.synchronize()
     return result, time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def speed(report: Report, model_dir: Path, paths: list[Path], work: Path, device: str) -> None:
+def speed(report: Report, model_dir: Path, paths: list[Path], warm_up: Path, work: Path, device: str) -> None:
     """Card loop vs marble-eval (default bf16, and fp32), alternated so that load changes hit all alike."""
     audio = sum(len(load_audio(path, RATE)) for path in paths) / RATE
-    loops = {"card": card_loop(model_dir, paths, device),
-             "default": default_extraction(model_dir, paths, work, device),
-             "fp32": default_extraction(model_dir, paths, work, device, precision="fp32")}
+    loops = {"card": card_loop(model_dir, device),
+             "default": default_extraction(model_dir, work, device),
+             "fp32": default_extraction(model_dir, work, device, precision="fp32")}
     for loop in loops.values():
-        loop()  # warm-up: first-call allocations and kernel selection
+        loop([warm_up])  # first-call allocations and kernel selection
     totals = {name: [0.0, 0.0] for name in loops}
     results = {}
     for name in ("card", "default", "fp32", "fp32", "default", "card"):
-        results[name], wall, cpu = _timed(loops[name], device)
+        results[name], wall, cpu = _timed(loops[name], paths, device)
         totals[name][0] += wall
         totals[name][1] += cpu
     realtime = {name: 2 * audio / wall for name, (wall, _) in totals.items()}
@@ -192,51 +197,103 @@ def speed(report: Report, model_dir: Path, paths: list[Path], work: Path, device
                "")
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> float:
+    """Current RSS (MB); the peak is reset to it where Linux allows (else ru_maxrss keeps the import peak)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss() -> float:
+    """Peak RSS (MB) since the last reset."""
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def memory_child(model_dir: str, path: str, window: float, device: str) -> dict[str, float]:
-    """Run in a fresh process: default extraction of one file; RSS after loading the model and at peak."""
-    model = load_model(model_dir, device=device)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    dataset = Dataset(name="bench-memory", task="multilabel", vocabulary=["x"],
-                      items=[Item("track", "train", Path(path).name)], data_dir=Path(path).parent,
-                      window_seconds=window)
-    with tempfile.TemporaryDirectory() as root:
-        settings = ExtractSettings(precision=DEFAULT_PRECISION, num_workers=0)
-        summary = extract_dataset(model, dataset, Path(root), settings, show_progress=False)
-    return {"loaded_mb": loaded, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "audio_seconds": summary.audio_seconds, "wall_seconds": summary.wall_seconds}
+    """Run in a fresh process: extraction of one file (decoding in this process), or only its decoding
+    (model_dir "decode": streamed windows; "load": the whole file at once). RSS after set-up and at peak."""
+    from marble_eval.audio import stream_windows
+
+    model = None if model_dir in ("decode", "load") else load_model(model_dir, device=device)
+    loaded = _reset_peak_rss()
+    if model is None:
+        windows = [load_audio(Path(path), RATE)] if model_dir == "load" else stream_windows(Path(path), RATE, window)
+        seconds = sum(len(w) for w in windows) / RATE
+    else:
+        with tempfile.TemporaryDirectory() as root:
+            settings = ExtractSettings(precision=DEFAULT_PRECISION, num_workers=0)
+            seconds = extract_dataset(model, _dataset([Path(path)], window), Path(root), settings,
+                                      show_progress=False).audio_seconds
+    return {"loaded_mb": loaded, "peak_mb": _peak_rss(), "audio_seconds": seconds}
 
 
-def memory(report: Report, model_dir: Path, short: Path, long: Path, window: float, device: str) -> None:
-    """Peak RSS of a long and a short track in fresh subprocesses (decode in-process: workers' RSS is separate)."""
-    figures = {}
-    for label, path in (("short", short), ("long", long)):
-        command = [sys.executable, "-m", "bench.extraction", "memory", str(model_dir), str(path), str(window), device]
-        run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        if run.returncode != 0:
-            raise RuntimeError(f"memory subprocess failed: {run.stderr[-2000:]}")
-        figures[label] = json.loads(run.stdout.strip().splitlines()[-1])
-    minutes = figures["long"]["audio_seconds"] / 60
-    report(f"peak RSS, {minutes:.0f}-min track in {window:g} s windows", figures["long"]["peak_mb"], "MB")
-    report(f"peak RSS, {figures['short']['audio_seconds']:.0f} s track", figures["short"]["peak_mb"], "MB")
-    report("peak RSS ratio, long / short track", figures["long"]["peak_mb"] / figures["short"]["peak_mb"], "x")
-    report("RSS after loading the model", figures["long"]["loaded_mb"], "MB")
+def _peak(what: str, path: Path, window: float, device: str) -> dict[str, float]:
+    command = [sys.executable, "-m", "bench.extraction", "memory", what, str(path), str(window), device]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if run.returncode != 0:
+        raise RuntimeError(f"memory subprocess failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def run(report: Report, quick: bool = False, device: str | None = None) -> None:
-    """The extraction section of `make bench` (see the module docstring); a GPU when there is one."""
+def memory(report: Report, model_dir: Path, tracks: list[Path], window: float, device: str) -> None:
+    """Peak RSS of extracting each track (shortest first) in a fresh subprocess; then decoding alone."""
+    figures = [_peak(str(model_dir), path, window, device) for path in tracks]
+    report("tiny layout: RSS after loading the model", figures[0]["loaded_mb"], "MB")
+    for figure in figures:
+        report(f"tiny layout: peak RSS, {_duration(figure['audio_seconds'])} track, {window:g} s windows",
+               figure["peak_mb"], "MB")
+    report("tiny layout: peak RSS ratio, longest / shortest track", figures[-1]["peak_mb"] / figures[0]["peak_mb"], "x")
+    longest = _duration(figures[-1]["audio_seconds"])
+    streamed, whole = _peak("decode", tracks[-1], window, device), _peak("load", tracks[-1], window, device)
+    report(f"decode only, {longest} track: streamed windows, peak RSS growth",
+           streamed["peak_mb"] - streamed["loaded_mb"], "MB")
+    report(f"decode only, {longest} track: whole file, peak RSS growth", whole["peak_mb"] - whole["loaded_mb"], "MB")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f}-min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run(report: Report, quick: bool = False, device: str | None = None, full_memory: bool = False) -> None:
+    """The extraction section of `make bench` (see the module docstring); a GPU when there is one.
+
+    Memory compares a 13-minute and a 30-second track with the tiny layout (model activations
+    small, so any growth of the decode side would show) and with the full layout (13-minute
+    track only with ``full_memory``: minutes of compute on a CPU).
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    n_files, seconds, long_seconds = (2, 10.0, 120.0) if quick else (3, 30.0, 780.0)
+    n_files, seconds, long_seconds = (2, 10.0, 180.0) if quick else (2, 30.0, 780.0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = build_model(work / "model", quick)
+        tiny = build_model(work / "tiny", quick=True)
+        model_dir = tiny if quick else build_model(work / "model", quick=False)
         (work / "clips").mkdir()
         paths = [write_clip(work / "clips" / f"clip{i}.mp3", seconds, 44100, 2, seed=i) for i in range(n_files)]
+        warm_up = write_clip(work / "warm-up.mp3", 2.0, 44100, 2, seed=99)
         report("audio per pass (mp3, 44.1 kHz stereo)", n_files * seconds, "s")
-        speed(report, model_dir, paths, work, device)
-        short = write_clip(work / "short.mp3", 30.0, 22050, 1, seed=10)
-        long = write_clip(work / "long.mp3", long_seconds, 22050, 1, seed=11)
-        memory(report, model_dir, short, long, 30.0, device)
+        speed(report, model_dir, paths, warm_up, work, device)
+        tracks = [write_clip(work / f"track-{length:.0f}s.mp3", length, 22050, 1, seed=10)
+                  for length in (30.0, min(120.0, long_seconds), long_seconds)]
+        memory(report, tiny, tracks, 30.0, device)
+        if not quick:
+            figures = [_peak(str(model_dir), path, 30.0, device) for path in (tracks[0], tracks[-1])[:2 if full_memory else 1]]
+            report("full layout: RSS after loading the model", figures[0]["loaded_mb"], "MB")
+            for figure in figures:
+                report(f"full layout: peak RSS, {_duration(figure['audio_seconds'])} track, 30 s windows",
+                       figure["peak_mb"], "MB")
 
 
 def _linear_probe_metrics(cache, dataset) -> dict[str, float]:
@@ -331,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", nargs="?", default="run", choices=["run", "drift", "memory"])
     parser.add_argument("args", nargs="*", help="memory: MODEL_DIR AUDIO WINDOW_SECONDS DEVICE (used by run)")
     parser.add_argument("--device", default=None, help="run: torch device (default: cuda when available)")
+    parser.add_argument("--full-memory", action="store_true",
+                        help="run: also the 13-min track with the full-size layout (minutes on a CPU)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="drift: keep model, audio and caches here (reused)")
     args = parser.parse_args(argv)
@@ -339,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "drift":
         probe_drift(_report, work=args.work)
     else:
-        run(_report, quick=args.quick, device=args.device)
+        run(_report, quick=args.quick, device=args.device, full_memory=args.full_memory)
     return 0
 
 
