@@ -331,12 +331,13 @@ def _fp16_copy(cache, dataset, root: Path):
     return copy
 
 
-def probe_drift(report: Report, seeds: int = 5, work: Path | None = None) -> None:
+def probe_drift(report: Report, seeds: int = 5, work: Path | None = None, model_spec: str | None = None) -> None:
     """bf16 vs fp32 extraction of the fixture dataset: pooled-state drift and probe-metric change.
 
     Probes: a convex one (logistic regression, deterministic) and the MARBLE MLP (quick grid,
     ``seeds`` seeds). Control: the same fp32 features rounded to the default fp16 storage, a
-    3e-4 relative perturbation that every cache already carries.
+    3e-4 relative perturbation that every cache already carries. ``model_spec``: a real checkpoint
+    (hub id or directory) instead of random weights in the full MERT-95M layout.
     """
     from marble_eval.datasets.registry import load_dataset
     from marble_eval.evaluate import run_probe
@@ -346,7 +347,9 @@ def probe_drift(report: Report, seeds: int = 5, work: Path | None = None) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(work or tmp)
         model_dir = work / "model"
-        model = load_model(str(model_dir if (model_dir / "config.json").exists() else build_model(model_dir, False)))
+        if model_spec is None and not (model_dir / "config.json").exists():
+            build_model(model_dir, quick=False)
+        model = load_model(model_spec or str(model_dir))
         dataset = load_dataset(str(repo / "benchmarks" / "fixture.yaml"), data_dir=work / "audio")
         ids = [item.id for item in dataset.items]
         caches = {}
@@ -392,11 +395,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: also the 13-min track with the full-size layout (minutes on a CPU)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="drift: keep model, audio and caches here (reused)")
+    parser.add_argument("--model", default=None, help="drift: a real checkpoint instead of random weights")
     args = parser.parse_args(argv)
     if args.what == "memory":
         print(json.dumps(memory_child(args.args[0], args.args[1], float(args.args[2]), args.args[3])))
     elif args.what == "drift":
-        probe_drift(_report, work=args.work)
+        probe_drift(_report, work=args.work, model_spec=args.model)
     else:
         run(_report, quick=args.quick, device=args.device, full_memory=args.full_memory)
     return 0
