@@ -6,6 +6,10 @@
   seed (6 lrs x 13 hidden states + weighted = 84 MLP probes) for ``epochs`` epochs;
 - the GFLOP/s of its training (forward + backward + per-epoch validation, counted analytically,
   over the time inside the Lightning fits) and its share of the peak;
+- the ceiling of that share on this machine: one training step's matmuls at the measured peak
+  plus one Adam step over the stacked parameters at its measured speed. Adam reads and writes every
+  parameter and both moments once per step (memory-bound, ~30 bytes per parameter) while the
+  matmuls do only 4 x 64 FLOPs per parameter at batch 64, so Adam alone caps the share;
 - the speed-up over training the same probes one Lightning fit at a time. Only a few of the
   sequential fits are timed; their mean is extrapolated to all probes (the unit says how many).
 """
@@ -42,6 +46,26 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def adam_seconds(n_params: int, repeats: int = 5) -> float:
+    """Best time of one fused Adam step (torch's kernel, as the grid trainer runs it) over n_params floats."""
+    params, grads = torch.zeros(n_params), torch.randn(n_params)
+    exp_avg, exp_avg_sq = torch.zeros(n_params), torch.zeros(n_params)
+    step = torch.tensor(1.0)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch._fused_adam_([params], [grads], [exp_avg], [exp_avg_sq], [], [step], lr=1e-3, beta1=0.9, beta2=0.999,
+                           weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def head_params(recipe: ProbeRecipe) -> int:
+    """Trained parameters of one probe head (the weighted sum's 12 logits left out)."""
+    widths = [DIM, N_TAGS] if recipe.hidden_dim is None else [DIM, recipe.hidden_dim, N_TAGS]
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
 def probe_flops(recipe: ProbeRecipe, layer: object, n_train: int, n_valid: int, epochs: int) -> float:
     """Floating-point operations of one probe: per epoch forward + backward on the training windows
     and a forward on the validation windows (the final valid/test evaluation is left out)."""
@@ -57,9 +81,13 @@ def probe_flops(recipe: ProbeRecipe, layer: object, n_train: int, n_valid: int, 
 
 
 def run(report: Report, scale: float = 1.0, epochs: int = 2, seeds: tuple[int, ...] = (0,),
-        sequential_probes: int = 3, recipe_name: str = "mlp", threads: int | None = None) -> dict[str, float]:
+        sequential_probes: int = 3, recipe_name: str = "mlp", threads: int | None = None,
+        quick: bool = False) -> dict[str, float]:
     """Measure and report; returns the numbers by name. ``scale`` shrinks the item counts;
-    ``threads`` sets torch's intra-op threads for the whole run (None: leave torch's setting)."""
+    ``threads`` sets torch's intra-op threads for the whole run (None: leave torch's setting);
+    ``quick``: a smoke run (5% of the items, one epoch, one sequential fit)."""
+    if quick:
+        scale, epochs, sequential_probes = 0.05, 1, 1
     with torch_threads(threads):
         return _measure(report, scale, epochs, seeds, sequential_probes, recipe_name)
 
@@ -99,6 +127,13 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     achieved = flops / training / 1e9
     emit("probes.batched_train_gflops", achieved, "GFLOP/s")
     emit("probes.batched_fraction_of_peak", achieved / peak, "x of matmul peak")
+    n_params = head_params(recipe) * len(configs)
+    step_flops = sum(probe_flops(recipe, c.layer, recipe.batch_size, 0, 1) for c in configs)
+    adam = adam_seconds(n_params)
+    emit("probes.adam_step_seconds", adam, f"s per step ({n_params / 1e6:.0f} M parameters, "
+         f"{28 * n_params / adam / 1e9:.0f} GB/s)")
+    emit("probes.ceiling_fraction_of_peak", step_flops / peak / 1e9 / (step_flops / peak / 1e9 + adam),
+         "x of matmul peak (step's matmuls at peak + Adam at its measured speed)")
 
     chosen = [configs[i] for i in np.linspace(0, len(configs) - 1, sequential_probes).round().astype(int)]
     start = time.perf_counter()

@@ -1,10 +1,11 @@
 """Many probes of one recipe trained at once as one vectorised LightningModule.
 
-Every parameter has a leading probe dimension and the heads run as batched matmuls (baddbmm) on
-inputs gathered from one shared batch per seed. Each probe keeps what it would have alone: its own
-torch Adam (fused; over views into the stacked parameters) and ReduceLROnPlateau, its own early
-stopping and best-validation snapshot. A stopped probe is dropped from the stacked tensors at the
-end of the epoch (so it costs nothing more and never changes), and the fit ends when none is left.
+Every parameter has a leading probe dimension and the heads run as batched matmuls on inputs
+gathered from one shared batch per seed. Each probe keeps what it would have alone: its own Adam
+moments (rows of stacked buffers, updated by torch's fused Adam kernel, one call per distinct
+learning rate), its own ReduceLROnPlateau, early stopping and best-validation snapshot. A stopped
+probe is dropped from the stacked tensors at the end of the epoch (so it costs nothing more and
+never changes), and the fit ends when none is left.
 
 Probe order inside the bank: single-state probes first, then weighted ones ("positions").
 """
@@ -62,39 +63,69 @@ class Layout:
 
 
 class StackedLinear(torch.autograd.Function):
-    """y[p] = x[p] @ w[p] + b[p] for every probe p. Same forward and gradients as autograd's
-    baddbmm; only the weight gradient is taken one probe at a time with mm, which on CPU runs
-    ~1.7x faster than the batched bmm for these shapes (small batch, large weight)."""
+    """y[p] = x[p] @ w[p] + b[p] for every probe p, with x given as consecutive blocks of probe rows.
+
+    Same numbers as autograd's baddbmm (on CPU the batched weight gradient equals mm's bit for bit),
+    with two savings: the input gradient is computed only for blocks that need one (the single-state
+    probes' inputs are frozen features; only weighted probes backpropagate into their mixture), and
+    the weight gradient is written into ``weight_grad``, a buffer the caller keeps from step to step.
+    A fresh gradient of this size (~100 MB) would be newly mapped memory on every step, whose page
+    faults cost as much as the matmul that fills it; autograd's .grad cannot be told to reuse memory.
+    The weight itself is therefore not an autograd input: when ``weight_grad`` is given, backward
+    fills it as a side effect (the bias carries the graph)."""
 
     @staticmethod
-    def forward(ctx, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias, x, weight)
+    def forward(ctx, bias: torch.Tensor, weight: torch.Tensor, weight_grad: torch.Tensor | None,
+                *blocks: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, *blocks)
+        ctx.weight_grad = weight_grad
+        out = torch.empty(weight.shape[0], blocks[0].shape[1], weight.shape[2], dtype=weight.dtype)
+        row = 0
+        for block in blocks:
+            rows = slice(row, row + block.shape[0])
+            torch.baddbmm(bias[rows], block, weight[rows], out=out[rows])
+            row = rows.stop
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        weight, *blocks = ctx.saved_tensors
         grad_bias = grad.sum(dim=1, keepdim=True) if ctx.needs_input_grad[0] else None
-        grad_x = torch.bmm(grad, weight.mT) if ctx.needs_input_grad[1] else None
-        grad_weight = None
-        if ctx.needs_input_grad[2]:
+        grad_weight = ctx.weight_grad
+        if grad_weight is None and ctx.needs_input_grad[1]:
             grad_weight = torch.empty_like(weight)
-            for p in range(weight.shape[0]):
-                torch.mm(x[p].t(), grad[p], out=grad_weight[p])
-        return grad_bias, grad_x, grad_weight
+        grad_blocks: list[torch.Tensor | None] = []
+        row = 0
+        for index, block in enumerate(blocks):
+            rows = slice(row, row + block.shape[0])
+            if grad_weight is not None:
+                torch.bmm(block.mT, grad[rows], out=grad_weight[rows])
+            needs = ctx.needs_input_grad[3 + index]
+            grad_blocks.append(torch.bmm(grad[rows], weight[rows].mT) if needs else None)
+            row = rows.stop
+        returned = grad_weight if ctx.weight_grad is None and ctx.needs_input_grad[1] else None
+        return grad_bias, returned, None, *grad_blocks
 
 
-def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Stacked heads: x [P, B, D] -> logits [P, B, T]; ``mask`` is the dropout mask [P, B, H].
-    Weights are stored [P, in, out] (nn.Linear's weight transposed) so that their gradients need
-    no transposing copy."""
-    linear = StackedLinear.apply
+def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor | list[torch.Tensor],
+                mask: torch.Tensor | None = None, weight_grads: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Stacked heads: x [P, B, D] (or consecutive row blocks of it) -> logits [P, B, T]; ``mask`` is
+    the dropout mask [P, B, H]; ``weight_grads``: buffers that backward fills with the weights'
+    gradients (else the weights get .grad as usual). Weights are stored [P, in, out] (nn.Linear's
+    weight transposed) so that their gradients need no transposing copy."""
+    blocks = [x] if isinstance(x, torch.Tensor) else [block for block in x if block.shape[0]]
+    buffers = weight_grads or {}
+
+    def linear(index: str, *inputs: torch.Tensor) -> torch.Tensor:
+        name = f"w{index}"
+        return StackedLinear.apply(params[f"b{index}"], params[name], buffers.get(name), *inputs)
+
     if "w" in params:
-        return linear(params["b"], x, params["w"])
-    hidden = linear(params["b1"], x, params["w1"]).relu()
+        return linear("", *blocks)
+    hidden = linear("1", *blocks).relu()
     if mask is not None:
         hidden = hidden * mask
-    return linear(params["b2"], hidden, params["w2"])
+    return linear("2", hidden)
 
 
 def eval_inputs(states: torch.Tensor, layout: Layout, state_logits: torch.Tensor) -> torch.Tensor:
@@ -149,7 +180,9 @@ class ProbeBank(L.LightningModule):
         for k, name in enumerate(names):
             rows = [initial[c.seed][k] for c in self.configs]
             stacked[name] = torch.stack([r.t() if name.startswith("w") else r[None] for r in rows])
-        self.params = {name: t.requires_grad_() for name, t in stacked.items()}
+        # Biases carry the autograd graph; weights get their gradients in ``weight_grads`` (StackedLinear).
+        self.params = {name: t.requires_grad_(name.startswith("b")) for name, t in stacked.items()}
+        self.weight_grads = {name: torch.zeros_like(t) for name, t in self.params.items() if name.startswith("w")}
         self.state_logits = torch.zeros(len(configs), int(n_states) - 1, requires_grad=True)
         self.active = torch.arange(len(configs))  # positions still training
         n = len(configs)
@@ -161,46 +194,68 @@ class ProbeBank(L.LightningModule):
         self.best_epoch = np.zeros(n, dtype=np.int64)
         self.epochs = np.zeros(n, dtype=np.int64)
         self.stopped = np.zeros(n, dtype=bool)
-        self.optimizers_: list[torch.optim.Adam | None] = [None] * n
+        # Adam's moments, stacked like the parameters; one step count for all (they start together).
+        self.moments = {name: (torch.zeros_like(t), torch.zeros_like(t)) for name, t in self._tensors().items()}
+        self.step_count = 0
+        # Per probe, an Adam that is never stepped: it holds the probe's hyper-parameters (torch's
+        # defaults, as in the one-probe trainer) and the learning rate its ReduceLROnPlateau lowers.
+        self.lr_holders: list[torch.optim.Adam | None] = [None] * n
         self.schedulers: list[Any] = [None] * n
-        self.views: list[list[nn.Parameter]] = [[] for _ in range(n)]
-        self._bind_views()
+        schedule = recipe.lr_schedule
+        for pos, config in enumerate(self.configs):
+            holder = torch.optim.Adam([torch.zeros(1)], lr=config.lr, weight_decay=recipe.weight_decay, fused=True)
+            self.lr_holders[pos] = holder
+            self.schedulers[pos] = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                holder, mode="max", factor=schedule.factor, patience=schedule.patience, threshold=schedule.threshold
+            )
         self._perms: list[torch.Tensor] = []
 
-    # -- per-probe optimisers over views into the stacked tensors --------------------------------
+    # -- the stacked Adam ---------------------------------------------------------------------------
 
-    def _bind_views(self) -> None:
-        """Point each active probe's optimiser at its rows of the current stacked tensors."""
-        schedule = self.recipe.lr_schedule
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Every stacked trained tensor by name (the heads' parameters and the state logits)."""
+        return {**self.params, "state_logits": self.state_logits}
+
+    def _adam_step(self) -> None:
+        """One Adam step of every active probe: torch's fused Adam kernel (the one Adam(fused=True)
+        runs) over the probes' rows, one call per distinct hyper-parameter set. The kernel works
+        tensor by tensor, so each probe's update is the one its own optimiser would make."""
+        self.step_count += 1
+        step = torch.tensor(float(self.step_count))
+        tensors = self._tensors()
+        groups: dict[tuple, list[int]] = {}
         for row, pos in enumerate(self.active.tolist()):
-            views = [nn.Parameter(t.detach()[row]) for t in self.params.values()]
-            if self.configs[pos].layer == WEIGHTED:
-                views.append(nn.Parameter(self.state_logits.detach()[row]))
-            optimizer = self.optimizers_[pos]
-            if optimizer is None:
-                optimizer = torch.optim.Adam(views, lr=self.configs[pos].lr, weight_decay=self.recipe.weight_decay, fused=True)
-                self.optimizers_[pos] = optimizer
-                self.schedulers[pos] = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    optimizer, mode="max", factor=schedule.factor, patience=schedule.patience, threshold=schedule.threshold
-                )
-            else:
-                for old, new in zip(self.views[pos], views):
-                    if old in optimizer.state:
-                        optimizer.state[new] = optimizer.state.pop(old)
-                optimizer.param_groups[0]["params"] = views
-            self.views[pos] = views
+            group = self.lr_holders[pos].param_groups[0]
+            key = (group["lr"], group["betas"], group["eps"], group["weight_decay"])
+            groups.setdefault(key, []).append(row)
+        n_single = self.layout0.take(self.active).n_single
+        with torch.no_grad():
+            for (lr, (beta1, beta2), eps, weight_decay), rows in groups.items():
+                lists: list[list[torch.Tensor]] = [[], [], [], []]
+                for name, tensor in tensors.items():
+                    exp_avg, exp_avg_sq = self.moments[name]
+                    grad = self.weight_grads.get(name, tensor.grad)
+                    for row in rows:
+                        if name == "state_logits" and row < n_single:
+                            continue  # single-state probes have no mixture
+                        for target, source in zip(lists, (tensor, grad, exp_avg, exp_avg_sq)):
+                            target.append(source[row])
+                torch._fused_adam_(*lists, [], [step] * len(lists[0]), lr=lr, beta1=beta1, beta2=beta2,
+                                   weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
+        for tensor in tensors.values():
+            tensor.grad = None
 
     def _compact(self) -> None:
         """Drop stopped probes from the stacked tensors (their snapshots are already taken)."""
         done = torch.from_numpy(self.stopped[self.active.numpy()])
         for pos in self.active[done].tolist():
-            self.optimizers_[pos] = self.schedulers[pos] = None
-            self.views[pos] = []
+            self.lr_holders[pos] = self.schedulers[pos] = None
         keep = torch.nonzero(~done).flatten()
-        self.params = {name: t.detach()[keep].clone().requires_grad_() for name, t in self.params.items()}
+        self.params = {name: t.detach()[keep].clone().requires_grad_(name.startswith("b")) for name, t in self.params.items()}
+        self.weight_grads = {name: torch.empty_like(self.params[name]) for name in self.weight_grads}
         self.state_logits = self.state_logits.detach()[keep].clone().requires_grad_()
+        self.moments = {name: (m[keep].clone(), v[keep].clone()) for name, (m, v) in self.moments.items()}
         self.active = self.active[keep]
-        self._bind_views()
 
     def _take_snapshot(self, rows: list[int]) -> None:
         if not rows:
@@ -219,7 +274,7 @@ class ProbeBank(L.LightningModule):
         return int(self.active.numel())
 
     def configure_optimizers(self) -> None:
-        return None  # each probe has its own optimiser (see _bind_views)
+        return None  # the bank steps its stacked Adam itself (_adam_step)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         n_steps = -(-self.splits["train"].n_windows // self.recipe.batch_size)
@@ -241,27 +296,16 @@ class ProbeBank(L.LightningModule):
         if layout.n_single < self.n_active:
             weighted = states[:, :, 1:][layout.group_of[layout.n_single :]]
             parts.append(mix_states(self.state_logits[layout.n_single :], weighted))
-        x = parts[0] if len(parts) == 1 else torch.cat(parts)
         mask = None
         if self.shape.hidden is not None and self.shape.dropout > 0:
             batch_shape = (states.shape[1], self.shape.hidden)
             masks = torch.stack([dropout_mask(gen, batch_shape, self.shape.dropout) for gen in self.dropout_gens])
             mask = masks[layout.group_of]
-        logits, targets = head_logits(self.params, x, mask), targets[layout.group_of]
+        logits, targets = head_logits(self.params, parts, mask, self.weight_grads), targets[layout.group_of]
         # One probe at a time, for the same reason as in predict_items (BCE's sigmoid in backward).
         loss = torch.stack([probe_loss(logits[p], targets[p], self.task) for p in range(len(logits))]).sum()
         self.manual_backward(loss)
-        grads = [t.grad for t in self.params.values()]
-        logits_grad = self.state_logits.grad
-        for row, pos in enumerate(self.active.tolist()):
-            views = self.views[pos]
-            for view, grad in zip(views, grads):
-                view.grad = grad[row]
-            if len(views) > len(grads):
-                views[-1].grad = logits_grad[row]
-            self.optimizers_[pos].step()
-        for tensor in [*self.params.values(), self.state_logits]:
-            tensor.grad = None
+        self._adam_step()
 
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch + 1
