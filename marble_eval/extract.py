@@ -24,14 +24,34 @@ from marble_eval.extract_collect import ItemAssembler, ShardBuffer
 from marble_eval.extract_data import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
                                       default_num_workers, window_loader)
 from marble_eval.extract_speed import fast_cpu_kernels
-from marble_eval.models.base import AudioEncoder
+from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.progress import progress_bar
 
 
-# Precision of command-line extraction runs, chosen from the measured drift (docs/scale.md): bf16 moves
-# pooled states by ~0.5% (relative L2) and probe metrics by ~0.1 point, for ~2x the fp32 speed on CPU.
+# The command line's default precision ("auto"), chosen from the measured drift (docs/scale.md): on the
+# 768-wide MERT-95M layout bf16 moves pooled states by ~0.5% (relative L2) and probe metrics by ~0.1
+# point, for 2-3x the fp32 speed where bf16 is native. On narrow models (the 32-wide test models) it
+# moves states by ~37%, and where bf16 is emulated it is slower than fp32: both stay fp32.
 # ExtractSettings() itself stays the fp32 reference.
-DEFAULT_PRECISION = "bf16"
+BF16_MIN_DIM = 512
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """True when ``device`` multiplies bf16 in hardware (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature probes
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def auto_precision(info: ModelInfo, device: torch.device | str) -> str:
+    """The default compute precision for ``info``'s model on ``device``: bf16 when the device has
+    native bf16 and the model is at least BF16_MIN_DIM wide (where the drift was measured), else fp32."""
+    return "bf16" if info.dim >= BF16_MIN_DIM and native_bf16(device) else "fp32"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="compute precision of the forward pass (default: fp32, the reference)")
+    add_precision_arg(parser, "compute precision of the forward pass")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help=f"{what} (default: auto = bf16 for models 512-wide or more on a device with native "
+                             "bf16, else fp32, the reference; docs/scale.md)")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -74,5 +79,15 @@ def load_model_from_args(args: argparse.Namespace):
     from marble_eval.models import load_model
 
     quiet_libraries()
-    return load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
-                      precision=getattr(args, "precision", "fp32"))
+    model = load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"))
+    resolve_precision(args, model.info)
+    return model.to(model.device, getattr(args, "precision", "fp32"))
+
+
+def resolve_precision(args: argparse.Namespace, info) -> None:
+    """Replace ``--precision auto`` in ``args`` by the concrete precision for this model and --device,
+    so that the cache key (and a later `probe`) names what actually ran."""
+    from marble_eval.extract import auto_precision
+
+    if getattr(args, "precision", None) == "auto":
+        args.precision = auto_precision(info, getattr(args, "device", "cpu"))

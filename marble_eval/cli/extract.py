@@ -6,7 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
-                                    add_window_args, features_root, load_dataset_from_args, load_model_from_args)
+                                    add_window_args, features_root, load_dataset_from_args, load_model_from_args,
+                                    resolve_precision)
 from marble_eval.errors import MarbleEvalError
 
 if TYPE_CHECKING:  # the extraction stack (torch, Lightning) is imported only when a command runs
@@ -68,6 +69,7 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
         accelerator = accelerator_for(args.device)
         # every rank loads on the host; Lightning then moves the weights to that rank's own device
         model = model or load_model_from_args(argparse.Namespace(**{**vars(args), "device": "cpu"}))
+        resolve_precision(args, model.info)  # for the ranks' --device, not the host's
         summary = extract_distributed(model, dataset, features_root(args), settings_from_args(args),
                                       devices=args.devices or 1, num_nodes=args.num_nodes, strategy=args.strategy,
                                       accelerator=accelerator, show_progress=show_progress)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_model_args, add_window_args,
+from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_model_args, add_precision_arg,
+                                    add_window_args,
                                     features_root, load_dataset_from_args, load_model_from_args)
 from marble_eval.errors import MarbleEvalError
 
@@ -34,8 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cache_args(parser)
     add_window_args(parser)
     add_probe_args(parser)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="precision the features were extracted with (selects the cache)")
+    add_precision_arg(parser, "precision the features were extracted with (selects the cache)")
     parser.set_defaults(run=run)
 
 
