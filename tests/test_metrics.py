@@ -133,3 +133,16 @@ def test_multiclass_absent_class_is_excluded_and_named() -> None:
     assert ours["excluded_tags"] == ["c"]
     one_hot = np.eye(4)[index][:, [0, 1, 3]]
     assert ours["roc_auc"] == pytest.approx(roc_auc_score(one_hot, probs[:, [0, 1, 3]], average="macro"), abs=TOL)
+
+
+def test_ranking_metrics_do_not_depend_on_column_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import marble_eval.metrics as metrics
+
+    y, s = _random_case(7, n=120, n_tags=5)
+    stack = np.stack([s, np.round(s, 1), s**2, 1 - s])  # rounding: many ties
+    whole = macro_roc_auc(y, stack)
+    whole_metrics = compute_metrics(y, stack[1])
+    monkeypatch.setattr(metrics, "_COLUMN_CHUNK", 3)  # 20 columns in 7 chunks, one of them short
+    np.testing.assert_array_equal(macro_roc_auc(y, stack), whole)
+    assert compute_metrics(y, stack[1]) == whole_metrics
+    assert whole[1] == pytest.approx(roc_auc_score(y, stack[1], average="macro"), abs=TOL)
