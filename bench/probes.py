@@ -1,7 +1,7 @@
 """Probe-stage benchmark: the batched grid trainer on an MTAT-sized synthetic cache.
 
 ``run(report)`` reports, through ``report(name, value, unit)``:
-- this machine's fp32 matmul peak (one big torch.matmul, best of several);
+- this machine's fp32 matmul peak (one big torch.matmul, best of several before and after the grid);
 - probes per second (and probe-epochs per second) of the batched grid: the MARBLE grid of one
   seed (6 lrs x 13 hidden states + weighted = 84 MLP probes) for ``epochs`` epochs;
 - the GFLOP/s of its training (forward + backward + per-epoch validation, counted analytically,
@@ -102,8 +102,7 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
 
     threads = torch.get_num_threads()
     emit("probes.torch_threads", threads, "threads")
-    peak = matmul_peak_gflops()
-    emit("probes.matmul_peak_fp32", peak, "GFLOP/s")
+    peak_before = matmul_peak_gflops()  # measured again after the grid: the best of both is the peak
 
     sizes = tuple(max(64, round(n * scale)) for n in MTAT_ITEMS)
     data = synthetic_splits(sizes=sizes, n_states=N_STATES, dim=DIM, n_tags=N_TAGS, dtype=np.float16, seed=0)
@@ -123,6 +122,8 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     flops = sum(probe_flops(recipe, c.layer, sizes[0], sizes[1], c_epochs["epochs"])
                 for c, c_epochs in zip(configs, result.configs))
     training = result.meta["train_seconds"]
+    peak = max(peak_before, matmul_peak_gflops())
+    emit("probes.matmul_peak_fp32", peak, "GFLOP/s (best before and after the grid; shared machines vary)")
     emit("probes.batched_train_seconds", training, "s inside the fits (the rest: final valid/test metrics)")
     achieved = flops / training / 1e9
     emit("probes.batched_train_gflops", achieved, "GFLOP/s")
