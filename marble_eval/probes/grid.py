@@ -16,6 +16,7 @@ from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import split_metrics
+from marble_eval.probes.heap import kept_heap
 from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
 from marble_eval.probes.progress import ProbeProgress, grid_progress
 from marble_eval.probes.recipe import ProbeRecipe
@@ -176,7 +177,7 @@ def run_grid(
     chunks = [configs[start : start + size] for start in range(0, len(configs), size)]
     results: list[dict[str, Any]] = []
     timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
-    with grid_progress(progress) as bar, torch_threads(threads):
+    with grid_progress(progress) as bar, torch_threads(threads), kept_heap():
         task_id = bar.add_task("probes", total=len(configs))
         for number, chunk in enumerate(chunks, 1):
             callback = ProbeProgress(bar, task_id, number, len(chunks))

@@ -29,6 +29,7 @@ from marble_eval.probes.core import (
 )
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import monitor_score, split_metrics
+from marble_eval.probes.heap import kept_heap
 from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
 from marble_eval.probes.recipe import ProbeRecipe
 
@@ -206,7 +207,7 @@ def train_probe(
     module = ProbeModule(recipe, splits, task, lr, layer, seed)
     keep = KeepWeights(recipe.restore_best)
     stop = EarlyStopping(MONITOR, mode="max", patience=recipe.early_stopping.patience, min_delta=recipe.early_stopping.min_delta)
-    with quiet_lightning(), torch_threads(threads):
+    with quiet_lightning(), torch_threads(threads), kept_heap():
         make_trainer(max_epochs or recipe.max_epochs, [keep, stop]).fit(module)
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)
