@@ -103,9 +103,8 @@ def _ranking_metrics(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
 
 def _per_column(preds: torch.Tensor, target: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(ROC-AUC, AP) [len(columns)] of the selected columns, in chunks of ``_COLUMN_CHUNK``."""
+    # split() gives at least one (maybe empty) chunk, and an empty one ranks to empty results
     results = [_ranking_metrics(preds[:, chunk], target[:, chunk]) for chunk in columns.split(_COLUMN_CHUNK)]
-    if not results:
-        return torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.float64)
     return torch.cat([auc for auc, _ in results]), torch.cat([ap for _, ap in results])
 
 

@@ -12,11 +12,11 @@ import numpy as np
 from pydantic import RootModel
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.heap import kept_heap
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import split_metrics
-from marble_eval.heap import kept_heap
 from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
 from marble_eval.probes.progress import ProbeProgress, grid_progress
 from marble_eval.probes.recipe import ProbeRecipe
