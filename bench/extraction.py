@@ -37,9 +37,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from marble_eval.audio import load_audio
+from marble_eval.features.audio import load_audio
 from marble_eval.datasets.base import Dataset, Item
-from marble_eval.extract import ExtractSettings, auto_precision, extract_dataset, open_cache
+from marble_eval.features.extract import ExtractSettings, auto_precision, extract_dataset, open_cache
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert
 
@@ -109,7 +109,7 @@ def card_loop(model_dir: Path, device: str) -> Callable[[list[Path]], np.ndarray
     """The model-card recipe (fp32, eager attention, one whole clip at a time) on native HubertModel."""
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
-    from marble_eval.models.mert import hubert_config
+    from marble_eval.models.families.mert import hubert_config
 
     config = hubert_config(json.loads((model_dir / "config.json").read_text()), str(model_dir))
     model = HubertModel.from_pretrained(str(model_dir), config=config, dtype=torch.float32,
@@ -225,7 +225,7 @@ def _peak_rss() -> float:
 def memory_child(model_dir: str, path: str, window: float, device: str) -> dict[str, float]:
     """Run in a fresh process: extraction of one file (decoding in this process), or only its decoding
     (model_dir "decode": streamed windows; "load": the whole file at once). RSS after set-up and at peak."""
-    from marble_eval.audio import stream_windows
+    from marble_eval.features.audio import stream_windows
 
     model = None if model_dir in ("decode", "load") else load_model(model_dir, device=device)
     loaded = _reset_peak_rss()
@@ -323,7 +323,7 @@ def _fp16_copy(cache, dataset, root: Path):
     """The same features as stored by the default fp16 cache (what fp16 storage alone changes)."""
     from dataclasses import replace
 
-    from marble_eval.cache import FeatureCache
+    from marble_eval.features.cache import FeatureCache
 
     copy = FeatureCache(root, replace(cache.key, storage="fp16")).create()
     ids = [item.id for item in dataset.items]
@@ -341,7 +341,7 @@ def probe_drift(report: Report, seeds: int = 5, work: Path | None = None, model_
     (hub id or directory) instead of random weights in the full MERT-95M layout.
     """
     from marble_eval.datasets.registry import load_dataset
-    from marble_eval.evaluate import run_probe
+    from marble_eval.pipeline import run_probe
     from marble_eval.probes import GridSpec, load_recipe
 
     repo = Path(__file__).resolve().parents[1]

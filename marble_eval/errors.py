@@ -1,4 +1,11 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The exception types the command line turns into one-line messages, and its exit codes."""
+
+# Exit codes of the `marble-eval` command (documented in README "Command line").
+EXIT_OK = 0
+EXIT_FAILED = 1           # an unexpected error (a bug): the traceback is printed
+EXIT_USER_ERROR = 2       # bad input: one line naming the file or value and the fix
+EXIT_NOTHING_EXTRACTED = 3  # extract: not one item could be extracted
+EXIT_SOME_SKIPPED = 4     # extract: done, but some items were skipped (listed in failures.json)
 
 
 class MarbleEvalError(Exception):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from marble_eval.audio import load_audio, normalize, split_windows
+from marble_eval.features.audio import load_audio, normalize, split_windows
 from marble_eval.errors import AudioError
 
 FORMATS = [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")]

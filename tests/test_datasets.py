@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from marble_eval.datasets.base import SPLITS
-from marble_eval.datasets.lyra import valid_indices
+from marble_eval.datasets.sources.lyra import valid_indices
 from marble_eval.datasets.readers import read_rows
 from marble_eval.datasets.registry import load_dataset, load_spec
 from marble_eval.errors import MarbleEvalError

@@ -139,7 +139,7 @@ def test_mtat_train_list_rebuilt_to_the_pinned_hash(served, tmp_path: Path) -> N
 
 
 def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
-    from marble_eval.datasets.mtat import build_split_file
+    from marble_eval.datasets.sources.mtat import build_split_file
 
     marker = tmp_path / "ran"
 

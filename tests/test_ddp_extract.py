@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.extract import ExtractSettings, extract_dataset, open_cache
+from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_two_process_ddp_extraction_equals_the_single_process_cache(tiny_mert_di
 
 
 def test_merge_takes_the_union_of_the_ranks_failures_and_drops_items_cached_since(tmp_path):
-    from marble_eval.cache import CacheKey, FeatureCache
+    from marble_eval.features.cache import CacheKey, FeatureCache
 
     key = CacheKey(dataset="d-v1", model_id="m", model_fingerprint="f" * 64, family="mert", sample_rate=24000,
                    n_hidden_states=2, dim=3, window_seconds=0.0, max_seconds=None, precision="fp32")

@@ -22,7 +22,7 @@ import pytest
 
 from marble_eval.cli import main
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.extract import ExtractSettings, extract_dataset, open_cache
+from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_a_resumed_extraction_gives_the_same_features_and_metrics(batch_size, ti
     With windows batched across files (batch_size 8) a resumed run groups windows differently, so a
     feature may differ in its last fp16 bit; the metrics are compared all the same.
     """
-    from marble_eval.evaluate import run_probe
+    from marble_eval.pipeline import run_probe
     from marble_eval.probes import GridSpec, load_recipe
 
     model = load_model(str(tiny_mert_dirs["safetensors"]))

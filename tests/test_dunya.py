@@ -15,8 +15,8 @@ import pytest
 
 from marble_eval.cli import data as data_cli
 from marble_eval.datasets.assemble import options
-from marble_eval.datasets.dunya import DunyaOptions
-from marble_eval.datasets.dunya_api import fetch_metadata
+from marble_eval.datasets.sources.dunya import DunyaOptions
+from marble_eval.datasets.sources.dunya_api import fetch_metadata
 from marble_eval.datasets.registry import load_dataset, load_spec
 from marble_eval.errors import MarbleEvalError
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.evaluate import run_probe
-from marble_eval.extract import ExtractSettings, extract_dataset, open_cache
+from marble_eval.pipeline import run_probe
+from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
-from marble_eval.models.tiny_ast import build_tiny_ast, build_tiny_maest
-from marble_eval.models.tiny_generic import build_tiny_wav2vec2_style
+from tiny_ast import build_tiny_ast, build_tiny_maest
+from tiny_generic import build_tiny_wav2vec2_style
 from marble_eval.probes import GridSpec, load_recipe
 
 from tests.test_models_mert import _fake_hub_cache

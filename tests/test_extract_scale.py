@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from marble_eval.audio import load_audio, split_windows, stream_windows
+from marble_eval.features.audio import load_audio, split_windows, stream_windows
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.extract import ExtractSettings, embed_files, embed_waveform, extract_dataset, open_cache
-from marble_eval.extract_collect import ItemAssembler
-from marble_eval.extract_data import BatchPlan, DecodeJob, WindowBatch, WindowStream
+from marble_eval.features.extract import ExtractSettings, embed_files, embed_waveform, extract_dataset, open_cache
+from marble_eval.features.assemble import ItemAssembler
+from marble_eval.features.windows import BatchPlan, DecodeJob, WindowBatch, WindowStream
 from marble_eval.models import load_model
 
 RATE = 24000
@@ -216,7 +216,7 @@ def test_embed_files_streams_long_files_in_windows(model, tmp_path):
 
 
 def test_the_lightning_module_pickles_by_reloading_the_model(model, dataset):
-    from marble_eval.extract_distributed import ExtractionModule
+    from marble_eval.features.distributed import ExtractionModule
 
     module = ExtractionModule(model, dataset, dataset.items[:3], ExtractSettings())
     clone = pickle.loads(pickle.dumps(module))
@@ -225,209 +225,3 @@ def test_the_lightning_module_pickles_by_reloading_the_model(model, dataset):
     with torch.inference_mode():
         torch.testing.assert_close(clone.encoder.pooled_states(batch), model.pooled_states(batch), rtol=0, atol=0)
 
-
-@pytest.mark.parametrize("in_channels,kernel,stride,bias", [(1, 10, 5, False), (8, 3, 2, False), (8, 2, 2, True)])
-def test_strided_conv_is_the_same_convolution(in_channels, kernel, stride, bias):
-    from marble_eval.extract_speed import StridedConv1d
-
-    torch.manual_seed(0)
-    conv = torch.nn.Conv1d(in_channels, 16, kernel, stride, bias=bias)
-    x = torch.randn(2, in_channels, 301)
-    with torch.inference_mode():
-        torch.testing.assert_close(StridedConv1d(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            fast, native = StridedConv1d(conv)(x), conv(x)
-        assert fast.dtype == native.dtype == torch.bfloat16
-        torch.testing.assert_close(fast.float(), native.float(), rtol=2e-2, atol=2e-2)
-
-
-def _assert_same_bf16_math(fast: np.ndarray, native: np.ndarray, reference: np.ndarray) -> None:
-    """The stand-ins round differently (folded norms, one rounding per matmul) but are no less accurate:
-    their drift from fp32 is within 25% of native bf16's, and the two bf16 runs differ by well under that
-    drift (measured 0.1-0.5x of it; the larger figures on CPUs that emulate bf16)."""
-    native_drift = np.abs(native - reference).max()
-    assert np.abs(fast - reference).max() <= 1.25 * native_drift
-    assert np.abs(fast - native).max() < 0.6 * native_drift
-
-
-def test_fast_kernels_swap_in_for_reduced_precision_only_and_are_put_back(model):
-    from marble_eval.extract_speed import fast_cpu_kernels
-
-    before = [type(m) for m in model.module.modules()]
-    with fast_cpu_kernels(model.module, "cpu", "fp32") as swapped:
-        assert swapped == 0
-    windows = [np.random.default_rng(1).standard_normal(RATE).astype(np.float32) for _ in range(3)]
-    model.to("cpu", "bf16")
-    try:
-        native = model.embed_windows(windows)[0]
-        with fast_cpu_kernels(model.module, "cpu", "bf16") as swapped:
-            assert swapped > 0
-            fast = model.embed_windows(windows)[0]
-    finally:
-        model.to("cpu", "fp32")
-    assert [type(m) for m in model.module.modules()] == before
-    # same math: the two bf16 runs differ far less than bf16 differs from fp32
-    reference = model.embed_windows(windows)[0]
-    _assert_same_bf16_math(fast, native, reference)
-
-
-def _conv_layers(bias: bool = False, width: int = 16) -> torch.nn.ModuleList:
-    """A tiny HuBERT feature encoder's conv layers (GroupNorm first layer, then plain ones), random affine."""
-    from transformers import HubertConfig
-    from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
-
-    torch.manual_seed(0)
-    config = HubertConfig(conv_dim=[width] * 4, conv_kernel=[10, 3, 3, 2], conv_stride=[5, 2, 2, 2],
-                          num_feat_extract_layers=4, conv_bias=bias, feat_extract_norm="group")
-    encoder = HubertFeatureEncoder(config).eval()
-    layers = encoder.conv_layers
-    with torch.no_grad():
-        layers[0].layer_norm.weight.uniform_(0.5, 2.0)
-        layers[0].layer_norm.bias.normal_()
-        for layer in layers:
-            layer.conv.weight.normal_(0, layer.conv.weight.shape[1] ** -0.5)
-            if layer.conv.bias is not None:
-                layer.conv.bias.normal_()
-    return layers
-
-
-def _wave(batch: int, samples: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    # a DC offset per example: the fold must subtract each example's own frame mean
-    return torch.randn(batch, 1, samples, generator=generator) + torch.randn(batch, 1, 1, generator=generator)
-
-
-def test_folded_first_layer_is_conv_then_groupnorm():
-    from marble_eval.extract_speed import folded_first_layer
-
-    layers = _conv_layers()
-    first = layers[0]
-    x = _wave(3, 4001, seed=1)
-    with torch.inference_mode():
-        wide = copy.deepcopy(first).double()
-        exact = wide.layer_norm(wide.conv(x.double()))
-        folded = folded_first_layer(wide.conv, wide.layer_norm, x, torch.float64).transpose(1, 2)
-        torch.testing.assert_close(folded, exact, rtol=0, atol=1e-10 * exact.abs().max().item())
-        reference = first(x)  # float32: conv -> GroupNorm -> GELU
-        fold32 = first.activation(folded_first_layer(first.conv, first.layer_norm, x, torch.float32)).transpose(1, 2)
-        assert (fold32 - reference).abs().max() <= 1e-5 * reference.abs().max()
-
-
-@pytest.mark.parametrize("dtype,tolerance", [(torch.bfloat16, 2 ** -7), (torch.float16, 2 ** -10)])
-def test_conv_layer_stand_ins_match_the_layers_under_autocast(dtype, tolerance):
-    from marble_eval.extract_speed import ConvLayer
-
-    layers = _conv_layers(bias=True)
-    x = _wave(2, 4001, seed=2)
-    with torch.inference_mode():
-        for index, layer in enumerate(layers):
-            stand_in = ConvLayer.wrap(layer, last=index == len(layers) - 1)
-            assert stand_in is not None and stand_in.fold == (index == 0)
-            exact = copy.deepcopy(layer).double()(x.double())
-            with torch.autocast("cpu", dtype=dtype):
-                native, fast = layer(x), stand_in(x)
-            assert fast.shape == native.shape and fast.dtype == dtype
-            # tolerance: two roundings to the autocast dtype (2^-8 each for bf16's 8 significant bits, 2^-11
-            # for fp16) of the output's scale, as the native layer itself
-            scale = exact.abs().max().item()
-            assert (native.double() - exact).abs().max() <= tolerance * scale
-            assert (fast.double() - exact).abs().max() <= tolerance * scale
-            if index == 0:
-                assert fast.transpose(1, 2).is_contiguous()  # channels-last: the next layer reads it as is
-            x = native
-        # outside autocast (or fp32) it is the original layer, bit for bit
-        torch.testing.assert_close(stand_in(x.float()), layers[-1](x.float()), rtol=0, atol=0)
-
-
-def test_conv_layer_buffers_are_reused_except_for_the_last_layer():
-    from marble_eval.extract_speed import ConvLayer
-
-    layers = _conv_layers()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        # the folded first layer, an overlapping-frames layer, the last layer (kernel 2, stride 2: no frame copy)
-        for index in (0, 1, 3):
-            layer = layers[index]
-            if index == 0:
-                one, two, longer = _wave(2, 4001, seed=3), _wave(2, 4001, seed=4), _wave(2, 5003, seed=5)
-            else:
-                one, two, longer = (torch.randn(2, layer.conv.in_channels, n,
-                                                generator=torch.Generator().manual_seed(n)) for n in (1001, 1002, 1203))
-                one, two = one[..., :1001], two[..., :1001]
-            stand_in = ConvLayer.wrap(layer, last=index == len(layers) - 1)
-            first = stand_in(one)
-            kept = first.clone()
-            second = stand_in(two)
-            assert torch.equal(second, ConvLayer.wrap(layer, last=False)(two))  # a fresh stand-in: same result
-            assert not torch.equal(second, kept)
-            if stand_in.last:
-                assert torch.equal(first, kept) and first.data_ptr() != second.data_ptr()  # not overwritten
-                assert not stand_in.scratch
-            else:
-                assert first.data_ptr() == second.data_ptr()  # the same buffer, written again
-                assert stand_in.scratch
-            assert torch.equal(stand_in(one), kept)
-            third = stand_in(longer)  # another length: new buffers (the old ones dropped), still right
-            assert torch.equal(third, ConvLayer.wrap(layer, last=False)(longer))
-            assert all(buffer.shape[1] == third.shape[-1] for buffer in stand_in.scratch.values())
-    # buffers made in inference mode are not reused outside it (they could not be written there)
-    stand_in = ConvLayer.wrap(layers[1], last=False)
-    x = torch.randn(2, layers[1].conv.in_channels, 1001)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        with torch.inference_mode():
-            expected = stand_in(x).clone()
-        with torch.no_grad():
-            assert torch.equal(stand_in(x), expected)
-
-
-def test_conv_layer_falls_back_to_the_layer():
-    from marble_eval.extract_speed import ConvLayer
-
-    layers = _conv_layers()
-    stand_in = ConvLayer.wrap(layers[0], last=False)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        with pytest.raises(RuntimeError):
-            stand_in(torch.randn(2, 1, 5))  # too short: the layer's own error
-        plain = ConvLayer.wrap(layers[1], last=False)
-        unbatched = torch.randn(16, 1001)
-        assert torch.equal(plain(unbatched), layers[1](unbatched))
-        wrong_channels = torch.randn(2, 1, 4001)
-        with pytest.raises(RuntimeError):
-            plain(wrong_channels)
-    assert not stand_in.scratch and not plain.scratch
-    layer_norm_layer = copy.deepcopy(layers[1])
-    layer_norm_layer.layer_norm = torch.nn.LayerNorm(16)
-    assert ConvLayer.wrap(layer_norm_layer, last=False) is None  # a LayerNorm conv layer keeps its own forward
-    padded = copy.deepcopy(layers[1])
-    padded.conv.padding = (1,)
-    assert ConvLayer.wrap(padded, last=False) is None
-
-
-@pytest.mark.parametrize("variant", ["safetensors", "pre_ln"])
-def test_fast_kernels_on_a_whole_model_match_and_are_put_back(tiny_mert_dirs, variant):
-    from marble_eval.extract_speed import ConvLayer, StridedConv1d, fast_cpu_kernels
-
-    model = load_model(str(tiny_mert_dirs[variant]))
-    before = list(model.module.named_modules())
-    windows = [np.random.default_rng(seed).standard_normal(RATE).astype(np.float32) for seed in range(3)]
-    reference = model.embed_windows(windows)[0]
-    model.to("cpu", "bf16")
-    try:
-        native = model.embed_windows(windows)[0]
-        with fast_cpu_kernels(model.module, "cpu", "bf16") as swapped:
-            kinds = [type(layer) for layer in model.module.feature_extractor.conv_layers]
-            # group-norm encoders run whole ConvLayers; LayerNorm conv layers keep theirs, with StridedConv1d convs
-            assert (kinds == [ConvLayer] * 7) == (variant == "safetensors")
-            assert (ConvLayer in kinds) == (variant == "safetensors")
-            if variant == "pre_ln":
-                assert all(type(layer.conv) is StridedConv1d for layer in model.module.feature_extractor.conv_layers)
-            assert [layer.last for layer in model.module.modules() if isinstance(layer, ConvLayer)] == (
-                [False] * 6 + [True] if variant == "safetensors" else [])
-            assert swapped > 7
-            fast = model.embed_windows(windows)[0]
-            again = model.embed_windows(windows)[0]
-    finally:
-        model.to("cpu", "fp32")
-    after = list(model.module.named_modules())
-    assert [(name, id(module)) for name, module in after] == [(name, id(module)) for name, module in before]
-    np.testing.assert_array_equal(fast, again)
-    _assert_same_bf16_math(fast, native, reference)

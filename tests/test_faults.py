@@ -35,7 +35,7 @@ KILL_TRIALS = 24
 # --------------------------------------------------------------------------------------------------
 def _arm_point_kill(kill_at: int) -> None:
     """SIGKILL this process at the ``kill_at``-th write event of the cache (1-based)."""
-    import marble_eval.cache as cache_module
+    import marble_eval.features.cache as cache_module
 
     counter = {"n": 0}
 
@@ -82,7 +82,7 @@ def _run_child(model, dataset, root: Path, settings, kill: tuple[str, float] | N
             import torch
 
             torch.set_num_threads(1)
-            from marble_eval.extract import extract_dataset
+            from marble_eval.features.extract import extract_dataset
 
             if kill and kill[0] == "point":
                 _arm_point_kill(int(kill[1]))
@@ -98,7 +98,7 @@ def _run_child(model, dataset, root: Path, settings, kill: tuple[str, float] | N
 
 def _driver(args: dict) -> None:
     from marble_eval.datasets.registry import load_dataset
-    from marble_eval.extract import ExtractSettings
+    from marble_eval.features.extract import ExtractSettings
     from marble_eval.models import load_model
 
     model = load_model(args["model"])
@@ -130,10 +130,10 @@ def _driver(args: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------------------
-from marble_eval.cache import FeatureCache  # noqa: E402
+from marble_eval.features.cache import FeatureCache  # noqa: E402
 from marble_eval.datasets.registry import load_dataset  # noqa: E402
 from marble_eval.errors import MarbleEvalError  # noqa: E402
-from marble_eval.extract import ExtractSettings, extract_dataset, open_cache  # noqa: E402
+from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache  # noqa: E402
 from marble_eval.models import load_model  # noqa: E402
 
 
@@ -179,7 +179,7 @@ def _only_cache_dir(root: Path) -> FeatureCache:
     folders = [p for p in root.glob("*/*") if (p / "key.json").exists()]
     assert len(folders) == 1, folders
     key = json.loads((folders[0] / "key.json").read_text())
-    from marble_eval.cache import CacheKey
+    from marble_eval.features.cache import CacheKey
 
     cache = FeatureCache(root, CacheKey(**key))
     assert cache.directory == folders[0]
@@ -399,7 +399,7 @@ def _disk_full_after(limit_bytes: int):
 def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, reference, tmp_path, monkeypatch):
     dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
     settings = ExtractSettings(shard_items=5, num_workers=0, batch_size=1)
-    import marble_eval.cache as cache_module
+    import marble_eval.features.cache as cache_module
 
     writes = {"n": 0}
     real = np.savez
@@ -425,7 +425,7 @@ def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, re
 
 def test_disk_full_on_the_json_files_is_one_line_and_resumable(model, small_fixture_yaml, data_dir, tmp_path,
                                                                monkeypatch):
-    import marble_eval.cache as cache_module
+    import marble_eval.files as files_module
 
     dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
     settings = ExtractSettings(num_workers=0)
@@ -436,17 +436,17 @@ def test_disk_full_on_the_json_files_is_one_line_and_resumable(model, small_fixt
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "open", full_open, raising=False)
+    monkeypatch.setattr(files_module, "open", full_open, raising=False)
     with pytest.raises(MarbleEvalError, match=r"key\.json: cannot write \(No space left on device\)"):
         extract_dataset(model, dataset, tmp_path, settings, show_progress=False)
-    monkeypatch.setattr(cache_module, "open", real_open, raising=False)
+    monkeypatch.setattr(files_module, "open", real_open, raising=False)
     summary = extract_dataset(model, dataset, tmp_path, settings, show_progress=False)
     assert summary.extracted == 23 and not list(Path(tmp_path).rglob("*.tmp"))
 
 
 def test_cli_reports_disk_full_in_one_line(tiny_mert_dirs, small_fixture_yaml, data_dir, tmp_path, monkeypatch,
                                            capsys):
-    import marble_eval.cache as cache_module
+    import marble_eval.features.cache as cache_module
     from marble_eval.cli import main
 
     monkeypatch.setattr(cache_module.np, "savez", _disk_full_after(10))
@@ -486,7 +486,7 @@ def test_corrupt_or_pickled_shard_is_a_one_line_error(model, small_fixture_yaml,
 
 def test_stale_temporaries_of_dead_processes_are_swept_live_ones_kept(model, small_fixture_yaml, data_dir,
                                                                      tmp_path):
-    from marble_eval.cache import temporary_path
+    from marble_eval.files import temporary_path
 
     dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
     cache = open_cache(tmp_path, model, dataset, ExtractSettings()).create()

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import ASTFeatureExtractor, HubertModel, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
-from marble_eval.audio import normalize
+from marble_eval.features.audio import normalize
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
-from marble_eval.models.tiny_ast import build_tiny_ast
-from marble_eval.models.tiny_generic import build_tiny_wav2vec2_style
+from tiny_ast import build_tiny_ast
+from tiny_generic import build_tiny_wav2vec2_style
 
 RATE = 16000
 FAMILIES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.report import leaderboard_frames, render, write_leaderboard_md
-from marble_eval.results import SCHEMA_VERSION, read_results, result_path, write_result
+from marble_eval.report.leaderboard import leaderboard_frames, render, write_leaderboard_md
+from marble_eval.results.store import SCHEMA_VERSION, read_results, result_path, write_result
 
 PUBLISHED_MERT = {  # PROTOCOL section 6, MERT-v1-95M, ROC-AUC / mAP in percent
     "makam": (83.2, 53.3), "hindustani": (82.4, 52.9), "carnatic": (74.9, 39.7),

@@ -16,10 +16,10 @@ from transformers.audio_utils import mel_filter_bank, spectrogram, window_functi
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
-from marble_eval.models import maest_frontend as fe
-from marble_eval.models.hf_loading import build_config
+from marble_eval.models.families import maest_frontend as fe
+from marble_eval.models.loading import build_config
 from marble_eval.models.registry import FAMILIES
-from marble_eval.models.tiny_ast import build_tiny_maest, tiny_ast_config
+from tiny_ast import build_tiny_maest, tiny_ast_config
 from marble_eval.models.token_pooling import DEFAULT_POOLING, POOLINGS
 
 RATE = fe.SAMPLE_RATE

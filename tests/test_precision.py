@@ -11,7 +11,7 @@ import torch
 
 from marble_eval.cli import main
 from marble_eval.cli.common import resolve_precision
-from marble_eval.extract import BF16_MIN_DIM, auto_precision, native_bf16
+from marble_eval.features.extract import BF16_MIN_DIM, auto_precision, native_bf16
 from marble_eval.models import load_model
 
 
@@ -22,7 +22,7 @@ def info(tiny_mert_dirs):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_only_for_wide_models_on_native_bf16_devices(info, monkeypatch, native) -> None:
-    monkeypatch.setattr("marble_eval.extract.native_bf16", lambda device: native)
+    monkeypatch.setattr("marble_eval.features.extract.native_bf16", lambda device: native)
     assert info.dim < BF16_MIN_DIM
     assert auto_precision(info, "cpu") == "fp32"  # narrow test model: bf16 drifts ~37% there
     wide = replace(info, dim=768)
@@ -39,7 +39,7 @@ def test_native_bf16_follows_torch_cpu_feature_probes(monkeypatch) -> None:
 
 
 def test_resolve_precision_replaces_auto_and_keeps_explicit_choices(info, monkeypatch) -> None:
-    monkeypatch.setattr("marble_eval.extract.native_bf16", lambda device: True)
+    monkeypatch.setattr("marble_eval.features.extract.native_bf16", lambda device: True)
     wide = replace(info, dim=1024)
     args = argparse.Namespace(precision="auto", device="cpu")
     resolve_precision(args, wide)

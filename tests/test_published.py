@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from marble_eval.cli import main
-from marble_eval.published import PUBLISHED, find_published
-from marble_eval.report import leaderboard_frames
-from marble_eval.results import SCHEMA_VERSION, read_results, write_result
+from marble_eval.report.published import PUBLISHED, find_published
+from marble_eval.report.leaderboard import leaderboard_frames
+from marble_eval.results.store import SCHEMA_VERSION, read_results, write_result
 
 
 def _result(model: str, dataset: str, auc: float, ap: float) -> dict:

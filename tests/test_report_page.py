@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from marble_eval.cli import main
-from marble_eval.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
-from marble_eval.report_page import build_page
-from marble_eval.results import SCHEMA_VERSION, read_results, write_result
-from marble_eval.significance import predictions_path
+from marble_eval.report.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
+from marble_eval.report.page import build_page
+from marble_eval.results.store import SCHEMA_VERSION, read_results, write_result
+from marble_eval.report.significance import predictions_path
 
 TAGS = ["raga--kalyani", "raga--todi", "tala--adi", "instrument--violin", "tone-220"]
 

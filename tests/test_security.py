@@ -16,11 +16,10 @@ import contextlib
 import io
 import json
 import os
-from pathlib import Path
 
 from marble_eval.cli import main
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.extract import ExtractSettings, extract_dataset
+from marble_eval.features.extract import ExtractSettings, extract_dataset
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert
 

@@ -9,7 +9,7 @@ import pytest
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics import compute_metrics
-from marble_eval.significance import (
+from marble_eval.report.significance import (
     bootstrap_counts,
     bootstrap_difference,
     compare_results,

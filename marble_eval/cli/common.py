@@ -87,7 +87,7 @@ def load_model_from_args(args: argparse.Namespace):
 def resolve_precision(args: argparse.Namespace, info) -> None:
     """Replace ``--precision auto`` in ``args`` by the concrete precision for this model and --device,
     so that the cache key (and a later `probe`) names what actually ran."""
-    from marble_eval.extract import auto_precision
+    from marble_eval.features.extract import auto_precision
 
     if getattr(args, "precision", None) == "auto":
         args.precision = auto_precision(info, getattr(args, "device", "cpu"))

@@ -120,8 +120,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_fetch_dunya(args: argparse.Namespace) -> int:
     from marble_eval.datasets.assemble import options, reference
-    from marble_eval.datasets.dunya import DunyaOptions
-    from marble_eval.datasets.dunya_api import DEFAULT_API, fetch_metadata
+    from marble_eval.datasets.sources.dunya import DunyaOptions
+    from marble_eval.datasets.sources.dunya_api import DEFAULT_API, fetch_metadata
     from marble_eval.datasets.readers import read_string_array
     from marble_eval.datasets.registry import LoadContext, load_spec
     from marble_eval.progress import progress_bar

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from marble_eval.extract import embed_files
+    from marble_eval.features.extract import embed_files
 
     model = load_model_from_args(args)
     states = embed_files(model, args.audio, args.window_seconds, args.max_seconds, args.batch_size)

@@ -11,7 +11,7 @@ from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device
 from marble_eval.errors import MarbleEvalError
 
 if TYPE_CHECKING:  # the extraction stack (torch, Lightning) is imported only when a command runs
-    from marble_eval.extract import ExtractSettings, ExtractSummary
+    from marble_eval.features.extract import ExtractSettings, ExtractSummary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
-    from marble_eval.extract import ExtractSettings
+    from marble_eval.features.extract import ExtractSettings
 
     return ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                            precision=args.precision, storage=args.storage, batch_size=args.batch_size,
@@ -64,7 +64,7 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
     dataset = dataset or load_dataset_from_args(args)
     show_progress = not getattr(args, "no_progress", False)
     if is_distributed(args):
-        from marble_eval.extract_distributed import accelerator_for, extract_distributed
+        from marble_eval.features.distributed import accelerator_for, extract_distributed
 
         accelerator = accelerator_for(args.device)
         # every rank loads on the host; Lightning then moves the weights to that rank's own device
@@ -74,7 +74,7 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
                                       devices=args.devices or 1, num_nodes=args.num_nodes, strategy=args.strategy,
                                       accelerator=accelerator, show_progress=show_progress)
     else:
-        from marble_eval.extract import extract_dataset
+        from marble_eval.features.extract import extract_dataset
 
         model = model or load_model_from_args(args)
         summary = extract_dataset(model, dataset, features_root(args), settings_from_args(args),

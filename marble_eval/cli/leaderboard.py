@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from marble_eval.report import (
+from marble_eval.report.leaderboard import (
     FORMATS,
     leaderboard_frames,
     render,
@@ -13,7 +13,7 @@ from marble_eval.report import (
     results_for_recipe,
     write_leaderboard_md,
 )
-from marble_eval.results import read_results
+from marble_eval.results.store import read_results
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     significance = ""
     winners = None
     if args.bootstrap > 0:
-        from marble_eval.significance import compare_results, significant_winners
+        from marble_eval.report.significance import compare_results, significant_winners
 
         comparisons, notes = compare_results(chosen, n_boot=args.bootstrap)
         winners = significant_winners(comparisons)

@@ -77,10 +77,10 @@ def parse_layers(text: str, n_hidden_states: int) -> list:
 
 def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
     """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write and return the result."""
-    from marble_eval.evaluate import run_probe_with_predictions
-    from marble_eval.extract import ExtractSettings, open_cache
+    from marble_eval.pipeline import run_probe_with_predictions
+    from marble_eval.features.extract import ExtractSettings, open_cache
     from marble_eval.probes import load_recipe
-    from marble_eval.results import write_predictions, write_result
+    from marble_eval.results.store import write_predictions, write_result
 
     recipe = load_recipe(args.recipe)
     grid = grid_from_args(args, model.info.n_hidden_states)

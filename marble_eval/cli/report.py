@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from marble_eval.report_page import build_page  # matplotlib only when the command runs
-    from marble_eval.results import read_results
+    from marble_eval.report.page import build_page  # matplotlib only when the command runs
+    from marble_eval.results.store import read_results
 
     path = build_page(read_results(args.results_dir), args.output, recipe=args.recipe, n_boot=args.bootstrap,
                       published=not args.no_published)

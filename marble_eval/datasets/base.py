@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.files import sha256_json
 
 SPLITS = ("train", "valid", "test")
 TASKS = ("multilabel", "multiclass")
@@ -39,6 +40,17 @@ class Dataset:
     window_seconds: float = 0.0           # 0 = whole clip in one window
     notes: list[str] = field(default_factory=list)  # warnings to show the user (vocabulary drift, ...)
     missing_labels: str | None = None     # why labels are unavailable (splits still valid); None = labelled
+
+    def identity(self) -> str:
+        """sha256 of what the dataset resolved to: items (id, split, path, tags), vocabulary and audio settings.
+
+        It changes whenever the manifest, the label files or the reference files change what is
+        evaluated; the audio itself is identified per item by the feature cache.
+        """
+        return sha256_json({"name": self.name, "version": self.version, "task": self.task,
+                            "vocabulary": list(self.vocabulary), "max_seconds": self.max_seconds,
+                            "window_seconds": self.window_seconds,
+                            "items": [[item.id, item.split, item.path, list(item.tags)] for item in self.items]})
 
     def split(self, name: str) -> list[Item]:
         """Items of one split, in dataset order."""

@@ -15,13 +15,13 @@ from marble_eval.paths import benchmarks_dir
 
 # source name -> "module:function" taking (spec, context) and returning a Dataset.
 SOURCES: dict[str, str] = {
-    "fixture": "marble_eval.datasets.fixture:load",
-    "dunya": "marble_eval.datasets.dunya:load",            # makam, hindustani, carnatic (ccml split + metadata JSON)
-    "lyra": "marble_eval.datasets.lyra:load",              # Lyra TSVs
-    "fma": "marble_eval.datasets.fma:load",                # ccml FMA-medium split + metadata.npy or tracks.csv
-    "mtat": "marble_eval.datasets.mtat:load_split_files",  # MTAT clean split files + annotations_final.csv
-    "mtat_folders": "marble_eval.datasets.mtat:load_folders",  # MARBLE's MTAT folder split
-    "manifest": "marble_eval.datasets.manifest:load",      # a user's CSV/JSONL manifest
+    "fixture": "marble_eval.datasets.sources.fixture:load",
+    "dunya": "marble_eval.datasets.sources.dunya:load",            # makam, hindustani, carnatic (ccml split + metadata JSON)
+    "lyra": "marble_eval.datasets.sources.lyra:load",              # Lyra TSVs
+    "fma": "marble_eval.datasets.sources.fma:load",                # ccml FMA-medium split + metadata.npy or tracks.csv
+    "mtat": "marble_eval.datasets.sources.mtat:load_split_files",  # MTAT clean split files + annotations_final.csv
+    "mtat_folders": "marble_eval.datasets.sources.mtat:load_folders",  # MARBLE's MTAT folder split
+    "manifest": "marble_eval.datasets.sources.manifest:load",      # a user's CSV/JSONL manifest
 }
 
 

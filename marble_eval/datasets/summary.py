@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from marble_eval.audio import audio_info, load_audio
+from marble_eval.features.audio import audio_info, load_audio
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
 

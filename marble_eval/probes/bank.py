@@ -18,7 +18,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from marble_eval.probes.core import (
     EVAL_ROWS,

@@ -12,7 +12,6 @@ import numpy as np
 from pydantic import RootModel
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.heap import kept_heap
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
@@ -177,7 +176,7 @@ def run_grid(
     chunks = [configs[start : start + size] for start in range(0, len(configs), size)]
     results: list[dict[str, Any]] = []
     timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
-    with grid_progress(progress) as bar, torch_threads(threads), kept_heap():
+    with grid_progress(progress) as bar, torch_threads(threads):
         task_id = bar.add_task("probes", total=len(configs))
         for number, chunk in enumerate(chunks, 1):
             callback = ProbeProgress(bar, task_id, number, len(chunks))

@@ -8,12 +8,10 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
-from marble_eval.heap import kept_heap
 from marble_eval.probes.core import (
     EVAL_ROWS,
     WEIGHTED,
@@ -24,7 +22,6 @@ from marble_eval.probes.core import (
     init_head,
     item_probabilities,
     mix_states,
-    monitor_value,
     probe_loss,
     stream,
 )
@@ -207,7 +204,7 @@ def train_probe(
     module = ProbeModule(recipe, splits, task, lr, layer, seed)
     keep = KeepWeights(recipe.restore_best)
     stop = EarlyStopping(MONITOR, mode="max", patience=recipe.early_stopping.patience, min_delta=recipe.early_stopping.min_delta)
-    with quiet_lightning(), torch_threads(threads), kept_heap():
+    with quiet_lightning(), torch_threads(threads):
         make_trainer(max_epochs or recipe.max_epochs, [keep, stop]).fit(module)
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)

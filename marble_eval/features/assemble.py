@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from marble_eval.cache import FeatureCache
-from marble_eval.extract_data import WindowBatch
+from marble_eval.features.cache import FeatureCache
+from marble_eval.features.windows import WindowBatch
 
 
 @dataclass

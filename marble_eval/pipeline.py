@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from marble_eval.cache import FeatureCache
+from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import ModelInfo
 from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, run_grid
-from marble_eval.results import SCHEMA_VERSION, environment, utc_now
+from marble_eval.results.store import SCHEMA_VERSION, environment, utc_now
 
 
 def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, SplitData], dict[str, dict[str, str]]]:

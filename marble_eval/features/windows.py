@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from marble_eval.audio import stream_windows
+from marble_eval.features.audio import stream_windows
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
 

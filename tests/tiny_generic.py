@@ -9,7 +9,7 @@ import torch
 from transformers import (Data2VecAudioForCTC, HubertForCTC, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
                           WavLMForCTC)
 
-from marble_eval.models.wav2vec2_style import CLASSES
+from marble_eval.models.families.wav2vec2 import CLASSES
 
 CTC_CLASSES = {"hubert": HubertForCTC, "wav2vec2": Wav2Vec2ForCTC, "wavlm": WavLMForCTC,
                "data2vec-audio": Data2VecAudioForCTC}

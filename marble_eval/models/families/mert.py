@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import HubertConfig, HubertModel
 
-from marble_eval.audio import normalize
+from marble_eval.features.audio import normalize
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.models.hub import ResolvedModel, fingerprint

@@ -17,13 +17,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from marble_eval.audio import split_windows, stream_windows
-from marble_eval.cache import CacheKey, FeatureCache
+from marble_eval.features.audio import split_windows, stream_windows
+from marble_eval.features.cache import CacheKey, FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
-from marble_eval.extract_collect import ItemAssembler, ShardBuffer
-from marble_eval.extract_data import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
+from marble_eval.features.assemble import ItemAssembler, ShardBuffer
+from marble_eval.features.windows import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
                                       default_num_workers, window_loader)
-from marble_eval.extract_speed import fast_cpu_kernels
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.progress import progress_bar
 
@@ -181,16 +180,14 @@ def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:
 
 @contextlib.contextmanager
 def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
-    """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold),
-    with the faster CPU kernels of ``extract_speed`` when the precision is reduced."""
+    """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold)."""
     if not isinstance(model, AudioEncoder):
         yield
         return
     previous = model.precision
     model.to(model.device, precision)
     try:
-        with fast_cpu_kernels(model.module, model.device, precision):
-            yield
+        yield
     finally:
         model.to(model.device, previous)
 

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from marble_eval.datasets.dunya import DunyaOptions, TagField, read_metadata
+from marble_eval.datasets.sources.dunya import DunyaOptions, TagField, read_metadata
 from marble_eval.errors import MarbleEvalError
 
 DEFAULT_API = "https://dunya.compmusic.upf.edu/api"

@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
-import socket
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.files import (atomic_write_json, remove_stale_temporaries, slug, temporary_path,
+                               write_error)
 
 CACHE_FORMAT_VERSION = 1
 STORAGE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
@@ -64,79 +64,12 @@ class CacheKey:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/"))[-60:] or "model"
-
-
-_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
-_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
-
-
-def temporary_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` naming this host and process (see ``remove_stale_temporaries``)."""
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete temporary files left in ``directory`` by killed processes of this host; returns them.
-
-    Files of live processes, of other hosts (a shared file system) and of unknown names are kept.
-    """
-    removed = []
-    for path in Path(directory).glob(".*.tmp") if Path(directory).is_dir() else []:
-        match = _TEMPORARY.match(path.name)
-        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-def _write_error(path: Path, exc: OSError) -> MarbleEvalError:
-    return MarbleEvalError(f"{path}: cannot write ({exc.strerror or exc}); free disk space (or fix permissions) "
-                           f"and rerun the same command to resume")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing).
-
-    An OSError (disk full, permissions) removes the temporary file and becomes a one-line MarbleEvalError.
-    """
-    temporary = temporary_path(path)
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise _write_error(path, exc) from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-
-
 class FeatureCache:
     """One cache folder for a (dataset, key): resumable, sharded, never mixed across keys."""
 
     def __init__(self, root: Path, key: CacheKey) -> None:
         self.key = key
-        self.directory = Path(root) / _slug(key.dataset) / f"{_slug(key.model_id.split('/')[-1])}-{key.digest()[:16]}"
+        self.directory = Path(root) / slug(key.dataset) / f"{slug(key.model_id.split('/')[-1])}-{key.digest()[:16]}"
         self.shard_dir = self.directory / "shards"
         self._index: tuple[list[str], dict[str, str]] | None = None  # (shards seen, id -> shard)
 
@@ -146,7 +79,7 @@ class FeatureCache:
         try:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _write_error(self.shard_dir, exc) from None
+            raise write_error(self.shard_dir, exc) from None
         remove_stale_temporaries(self.directory)
         remove_stale_temporaries(self.shard_dir)
         key_file = self.directory / "key.json"
@@ -277,7 +210,7 @@ class FeatureCache:
 
     def write_part(self, name: str, failures: dict[str, dict[str, str]], stats: dict[str, float]) -> Path:
         """One process's failures and counts of a distributed run, as parts/<name>.json (atomic)."""
-        path = self.directory / "parts" / f"{_slug(name)}.json"
+        path = self.directory / "parts" / f"{slug(name)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, {"failures": failures, "stats": stats})
         return path

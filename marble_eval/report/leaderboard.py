@@ -2,8 +2,8 @@
 
 Table 1: one row per model, one column per dataset holding "ROC-AUC / mAP" (percent, one
 decimal), and Avg = the mean of every number in the row. Table 2: the same for micro-F1 / macro-F1.
-Optionally the published rows (marble_eval.published), measured - published differences, and "*"
-marks from the paired bootstrap (marble_eval.significance).
+Optionally the published rows (marble_eval.report.published), measured - published differences, and "*"
+marks from the paired bootstrap (marble_eval.report.significance).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.published import PUBLISHED, find_published
+from marble_eval.report.published import PUBLISHED, find_published
 
 # Paper column order and titles; other datasets follow in name order.
 DATASET_COLUMNS = {"makam": "Turkish-makam", "hindustani": "Hindustani", "carnatic": "Carnatic", "lyra": "Lyra",

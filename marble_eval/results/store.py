@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from marble_eval.cache import atomic_write_bytes, atomic_write_json
+from marble_eval.files import atomic_write_bytes, atomic_write_json
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import PROJECT_ROOT
 

@@ -14,11 +14,11 @@ import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models import maest_frontend
+from marble_eval.models.families import maest_frontend
 from marble_eval.models.base import AudioEncoder, ModelInfo
-from marble_eval.models.hf_loading import build_config, load_pretrained, preprocessor_config
+from marble_eval.models.loading import build_config, load_pretrained, preprocessor_config
 from marble_eval.models.hub import ResolvedModel, fingerprint
-from marble_eval.models.maest import load_maest
+from marble_eval.models.families.maest import load_maest
 from marble_eval.models.spectrogram_transformer import (DEFAULT_SHORT_CLIPS, SpectrogramTransformerEncoder,
                                                          pooling_of)
 from marble_eval.models.token_pooling import pooled_width

@@ -14,12 +14,12 @@ import torch
 from transformers import (Data2VecAudioConfig, Data2VecAudioModel, HubertConfig, HubertModel, PretrainedConfig,
                           PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel)
 
-from marble_eval.audio import normalize
+from marble_eval.features.audio import normalize
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import ModelInfo
-from marble_eval.models.hf_loading import build_config, load_pretrained, preprocessor_config
+from marble_eval.models.loading import build_config, load_pretrained, preprocessor_config
 from marble_eval.models.hub import ResolvedModel, fingerprint
-from marble_eval.models.mert import MertEncoder
+from marble_eval.models.families.mert import MertEncoder
 
 # family -> (config class, model class)
 CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {

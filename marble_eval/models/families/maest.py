@@ -16,9 +16,9 @@ import torch
 from transformers import ASTConfig, ASTModel
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models import maest_frontend as fe
+from marble_eval.models.families import maest_frontend as fe
 from marble_eval.models.base import ModelInfo
-from marble_eval.models.hf_loading import build_config, load_pretrained, preprocessor_config
+from marble_eval.models.loading import build_config, load_pretrained, preprocessor_config
 from marble_eval.models.hub import ResolvedModel, fingerprint
 from marble_eval.models.spectrogram_transformer import (DEFAULT_SHORT_CLIPS, SpectrogramTransformerEncoder,
                                                          pooling_of)
@@ -75,7 +75,7 @@ def load_maest(model: ResolvedModel, family: str = "maest", short_clips: str = D
         model_id=model.spec, family=family, sample_rate=fe.SAMPLE_RATE, n_hidden_states=config.num_hidden_layers + 1,
         dim=pooled_width(config.hidden_size, pooling), n_parameters=sum(p.numel() for p in module.parameters()),
         fingerprint=fingerprint(model), revision=model.revision, fixed_window_seconds=window / fe.SAMPLE_RATE,
-        extra={"front_end": "maest-logmel (see marble_eval.models.maest_frontend)",
+        extra={"front_end": "maest-logmel (see marble_eval.models.families.maest_frontend)",
                "hidden_state_layout": "transformers ASTModel: embeddings, then each block's output; the last is "
                                 "before the final LayerNorm",
                "paper_embedding": PAPER_EMBEDDING},

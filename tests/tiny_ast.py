@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-from marble_eval.models import maest_frontend as fe
-from marble_eval.models.hf_loading import build_config
+from marble_eval.models.families import maest_frontend as fe
+from marble_eval.models.loading import build_config
 
 # transformers 5.x parameter names -> the 4.x names the hub checkpoints use.
 LEGACY_NAMES = (

@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from marble_eval.plots import plot_layer_curves, plot_per_tag
-from marble_eval.report import DATASET_COLUMNS, leaderboard_frames, results_for_recipe, significance_frame
-from marble_eval.results import METRICS, utc_now
-from marble_eval.significance import Comparison, compare_results, significant_winners
+from marble_eval.report.plots import plot_layer_curves, plot_per_tag
+from marble_eval.report.leaderboard import DATASET_COLUMNS, leaderboard_frames, results_for_recipe, significance_frame
+from marble_eval.results.store import METRICS, utc_now
+from marble_eval.report.significance import Comparison, compare_results, significant_winners
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;

@@ -1,0 +1,1 @@
+"""Dataset sources: one parser per benchmark family or file format."""

@@ -1,0 +1,1 @@
+"""Features stage: audio decoding, windows, extraction (single and distributed), the feature cache."""

@@ -1,0 +1,1 @@
+"""Report stage: leaderboards, significance, published numbers, plots and the HTML page."""

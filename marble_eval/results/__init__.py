@@ -1,0 +1,1 @@
+"""Results stage: the typed results schema and where result files live."""
