@@ -25,3 +25,8 @@ def benchmarks_dir() -> Path:
 def probes_dir() -> Path:
     """Folder holding one YAML per probe recipe (override with MARBLE_EVAL_PROBES)."""
     return Path(os.environ.get("MARBLE_EVAL_PROBES", PROJECT_ROOT / "probes"))
+
+
+def protocols_dir() -> Path:
+    """Folder holding one YAML per protocol preset (override with MARBLE_EVAL_PROTOCOLS)."""
+    return Path(os.environ.get("MARBLE_EVAL_PROTOCOLS", PROJECT_ROOT / "protocols"))

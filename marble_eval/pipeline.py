@@ -1,19 +1,30 @@
-"""Probe stage orchestration: cached features -> per-split probe data -> grid -> result dict."""
+"""The pipeline and its Python API: dataset + model -> features (cache) -> probe grid -> result.
+
+``evaluate`` runs both stages; ``extract`` and ``probe`` run one each. The command line calls
+these functions and nothing else; they take names or loaded objects, and a protocol preset
+(protocols/<name>.yaml) whose single fields explicit arguments override.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import ModelInfo
-from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, run_grid
-from marble_eval.results.store import SCHEMA_VERSION, environment, utc_now
+from marble_eval.features.cache import FeatureCache
+from marble_eval.features.extract import ExtractSettings, ExtractSummary, open_cache
+from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.paths import cache_root
+from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, load_recipe, run_grid
+from marble_eval.protocol import FROM_DATASET, Protocol, resolve_protocol
+from marble_eval.results.store import SCHEMA_VERSION, environment, utc_now, write_predictions, write_result
 
 
 def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, SplitData], dict[str, dict[str, str]]]:
@@ -115,3 +126,192 @@ def recipe_dict(recipe: ProbeRecipe) -> dict[str, Any]:
 
 def grid_dict(grid: GridSpec) -> dict[str, Any]:
     return {"lrs": list(grid.lrs), "layers": list(grid.layers), "seeds": list(grid.seeds)}
+
+
+# -- the public API ---------------------------------------------------------------------------
+
+Seeds = int | Sequence[int] | None
+Log = Callable[[str], None]
+
+
+def load_model(spec: str, *, family: str | None = None, device: str = "cpu", precision: str = "fp32",
+               **options: Any) -> AudioEncoder:
+    """A frozen model by hub id, local directory or "fixture" (see marble_eval.models.load_model)."""
+    from marble_eval.models import load_model as load
+
+    quiet_transformers()
+    return load(spec, family=family, device=device, precision=precision, **options)
+
+
+def load_dataset(name: str | Path, *, data_dir: Path | str | None = None, reference_dir: Path | str | None = None,
+                 metadata: Path | str | None = None, **options: Any) -> Dataset:
+    """A benchmark by name or YAML path (see marble_eval.datasets.registry.load_dataset)."""
+    from marble_eval.datasets.registry import load_dataset as load
+
+    reference = reference_dir or os.environ.get("MARBLE_EVAL_REFERENCE_DIR")
+    return load(str(name), data_dir=Path(data_dir) if data_dir else None,
+                reference_dir=Path(reference) if reference else None,
+                metadata=Path(metadata) if metadata else None, **options)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load-time progress bars and warnings (marble-eval shows its own)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def features_root(cache_dir: Path | str | None) -> Path:
+    """The feature cache root: ``cache_dir`` or <MARBLE_EVAL_HOME>/features."""
+    return Path(cache_dir) if cache_dir else cache_root() / "features"
+
+
+def seed_list(seeds: Seeds) -> tuple[int, ...] | None:
+    """``seeds`` as a tuple: N means 0..N-1; None keeps the protocol's."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise MarbleEvalError(f"--seeds must be at least 1, got {seeds}")
+        return tuple(range(seeds))
+    return tuple(int(seed) for seed in seeds)
+
+
+def extraction_settings(protocol: Protocol, *, storage: str = "fp16", **run: Any) -> ExtractSettings:
+    """The ExtractSettings a protocol implies; ``run`` holds the speed-only knobs (batch size, workers)."""
+    return ExtractSettings(window_seconds=protocol.window_seconds,
+                           max_seconds=None if protocol.max_seconds == FROM_DATASET else protocol.max_seconds,
+                           precision=protocol.precision, storage=storage,
+                           **{key: value for key, value in run.items() if value is not None})
+
+
+def grid_spec(name: str, n_hidden_states: int, seeds: Sequence[int], lrs: Sequence[float] | None = None,
+              layers: Sequence[int | str] | None = None) -> GridSpec:
+    """The named grid ("marble" | "quick") over ``seeds``, with explicit lrs/layers replacing its own."""
+    if name not in ("marble", "quick"):
+        raise MarbleEvalError(f"grid {name!r}: must be marble or quick")
+    grid = GridSpec.marble(n_hidden_states, list(seeds)) if name == "marble" else GridSpec.quick(list(seeds))
+    return GridSpec(lrs=list(lrs) if lrs else grid.lrs, layers=list(layers) if layers else grid.layers,
+                    seeds=list(seeds))
+
+
+def recipe_for(protocol: Protocol) -> ProbeRecipe:
+    """The protocol's recipe with the protocol's probe fields applied."""
+    base = load_recipe(protocol.recipe)
+    fields = {key: value for key, value in protocol.probe.items() if hasattr(base, key)}
+    return dataclasses.replace(base, **fields) if fields else base
+
+
+def as_dataset(dataset: str | Path | Dataset, data_dir: Path | str | None = None,
+               options: dict[str, Any] | None = None) -> Dataset:
+    """``dataset`` itself, or the dataset it names loaded with ``data_dir`` and ``options``."""
+    if isinstance(dataset, Dataset):
+        return dataset
+    return load_dataset(dataset, data_dir=data_dir, **(options or {}))
+
+
+def as_model(model: str | AudioEncoder, device: str = "cpu", options: dict[str, Any] | None = None) -> AudioEncoder:
+    """``model`` itself, or the model it names loaded on ``device`` with ``options`` (family, pooling)."""
+    if isinstance(model, AudioEncoder):
+        return model
+    return load_model(model, device=device, **{key: value for key, value in (options or {}).items()
+                                              if value is not None})
+
+
+def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
+            data_dir: Path | str | None = None, cache_dir: Path | str | None = None, device: str = "cpu",
+            precision: str | None = None, window_seconds: float | None = None, max_seconds: float | None = None,
+            storage: str = "fp16", show_progress: bool = False, model_options: dict[str, Any] | None = None,
+            dataset_options: dict[str, Any] | None = None, log: Log | None = None, **run: Any) -> ExtractSummary:
+    """Fill the feature cache of ``model`` x ``dataset`` (resumable; bad audio skipped and listed).
+
+    ``run`` takes the speed-only settings of ExtractSettings (batch_size, num_workers, ...).
+    """
+    from marble_eval.features.extract import extract_dataset
+
+    chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds)
+    settings = extraction_settings(chosen, storage=storage, **run)
+    dataset = as_dataset(dataset, data_dir, dataset_options)
+    model = as_model(model, device, model_options)
+    summary = extract_dataset(model, dataset, features_root(cache_dir), settings, show_progress=show_progress)
+    for line in summary.lines() if log else ():
+        log(line)
+    return summary
+
+
+def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
+          recipe: str | Path | None = None, seeds: Seeds = None, grid: str | None = None,
+          lrs: Sequence[float] | None = None, layers: Sequence[int | str] | None = None,
+          data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+          results_dir: Path | str | None = "results", precision: str | None = None,
+          window_seconds: float | None = None, max_seconds: float | None = None, storage: str = "fp16",
+          max_epochs: int | None = None, threads: int | None = None, name: str | None = None,
+          overwrite: bool = False, show_progress: bool = False, device: str = "cpu",
+          model_options: dict[str, Any] | None = None, dataset_options: dict[str, Any] | None = None,
+          log: Log | None = None, **choices: str | None) -> dict[str, Any]:
+    """Train the protocol's probe grid on the cached features, select on validation, write the result.
+
+    ``choices`` override the protocol's probe fields (batch_unit, weighted_init, selection,
+    selection_scope, empty_tags).
+    """
+    chosen = resolve_protocol(protocol, recipe=None if recipe is None else str(recipe), grid=grid,
+                              seeds=seed_list(seeds), precision=precision, window_seconds=window_seconds,
+                              max_seconds=max_seconds, **choices)
+    dataset = as_dataset(dataset, data_dir, dataset_options)
+    model = as_model(model, device, model_options)
+    settings = extraction_settings(chosen, storage=storage)
+    cache = open_cache(features_root(cache_dir), model, dataset, settings)
+    spec = grid_spec(chosen.grid, model.info.n_hidden_states, chosen.seeds, lrs, layers)
+    spec.check(model.info.n_hidden_states)
+    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe_for(chosen), spec,
+                                                     show_progress=show_progress, max_epochs=max_epochs,
+                                                     threads=threads)
+    result["protocol"].update(chosen.record(cache.key.window_seconds, cache.key.max_seconds))
+    result["model"]["name"] = name or model.info.model_id
+    if results_dir is not None:
+        path = write_result(Path(results_dir), result)
+        if predictions.probs:
+            write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
+                              predictions.tags)
+        result["_path"] = str(path)
+        if log:
+            log(f"results: {path}")
+    if log:
+        log(summary_line(result))
+    return result
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line: the dataset's row (test metrics, mean ± std over seeds, in percent) and the selections."""
+    parts = []
+    for metric, label in (("roc_auc", "ROC-AUC"), ("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
+        stats = result["summary"].get(metric)
+        if stats:
+            parts.append(f"{label} {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}")
+    chosen = ", ".join(f"seed {s['seed']}: lr {s['lr']:g} layer {s['layer']}" for s in result["selected"])
+    return f"{result['model']['name']} on {result['dataset']['name']}: {'  '.join(parts)}  (selected {chosen})"
+
+
+def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
+             recipe: str | Path | None = None, seeds: Seeds = None, grid: str | None = None,
+             data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+             results_dir: Path | str | None = "results", device: str = "cpu", precision: str | None = None,
+             window_seconds: float | None = None, max_seconds: float | None = None, storage: str = "fp16",
+             show_progress: bool = False, model_options: dict[str, Any] | None = None,
+             dataset_options: dict[str, Any] | None = None, extract_options: dict[str, Any] | None = None,
+             log: Log | None = None, **probe_options: Any) -> dict[str, Any]:
+    """The whole benchmark for one (model, dataset): extract what is not cached, probe, write the result.
+
+    ``extract_options`` go to ``extract`` (batch_size, num_workers, ...), ``probe_options`` to ``probe``.
+    """
+    dataset = as_dataset(dataset, data_dir, dataset_options)
+    model = as_model(model, device, model_options)
+    common = {"protocol": protocol, "cache_dir": cache_dir, "precision": precision, "storage": storage,
+              "window_seconds": window_seconds, "max_seconds": max_seconds, "show_progress": show_progress,
+              "log": log}
+    for note in dataset.notes if log else ():
+        log(f"note: {note}")
+    extract(model, dataset, **common, **(extract_options or {}))
+    return probe(model, dataset, recipe=recipe, seeds=seeds, grid=grid, results_dir=results_dir, **common,
+                 **probe_options)

@@ -29,9 +29,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help=f"{what} (default: auto = bf16 for models 512-wide or more on a device with native "
-                             "bf16, else fp32, the reference; docs/scale.md)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+                        help=f"{what} (default: the protocol's, fp32: the reference; bf16/fp16 are opt-in, "
+                             "their drift is in docs/scale.md)")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +66,17 @@ def reference_dir(args: argparse.Namespace) -> Path | None:
     return Path(value) if value else None
 
 
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The dataset keyword arguments of the pipeline functions, from --data-dir, --reference-dir, --metadata."""
+    return {"data_dir": args.data_dir,
+            "dataset_options": {"reference_dir": reference_dir(args), "metadata": args.metadata}}
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The model keyword arguments of the pipeline functions, from --device and --family."""
+    return {"device": getattr(args, "device", "cpu"), "model_options": {"family": args.family}}
+
+
 def load_dataset_from_args(args: argparse.Namespace):
     """The Dataset named by --dataset with --data-dir / --reference-dir applied."""
     from marble_eval.datasets.registry import load_dataset
@@ -81,7 +92,7 @@ def load_model_from_args(args: argparse.Namespace):
     quiet_libraries()
     model = load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"))
     resolve_precision(args, model.info)
-    return model.to(model.device, getattr(args, "precision", "fp32"))
+    return model.to(model.device, getattr(args, "precision", None) or "fp32")
 
 
 def resolve_precision(args: argparse.Namespace, info) -> None:

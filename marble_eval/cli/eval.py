@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
-                                    add_window_args, load_dataset_from_args, load_model_from_args)
-from marble_eval.cli.extract import run_extraction
-from marble_eval.cli.probe import add_probe_args, probe_and_write
+                                    add_window_args, dataset_options, model_options)
+from marble_eval.cli.extract import add_scale_args, settings_from_args
+from marble_eval.cli.probe import add_probe_args, probe_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,15 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cache_args(parser)
     add_device_args(parser)
     add_window_args(parser)
+    add_scale_args(parser)
     add_probe_args(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model_from_args(args)
-    dataset = load_dataset_from_args(args)
-    for note in dataset.notes:
-        print(f"note: {note}")
-    run_extraction(args, model=model, dataset=dataset)
-    probe_and_write(args, model, dataset)
+    from marble_eval.pipeline import evaluate
+
+    settings = settings_from_args(args)
+    extract_options = {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds,
+                       "num_workers": settings.num_workers}
+    evaluate(args.model, args.dataset, **model_options(args), **dataset_options(args), **probe_options(args),
+             extract_options=extract_options, log=print)
     return 0

@@ -44,7 +44,7 @@ def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
     from marble_eval.features.extract import ExtractSettings
 
     return ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
-                           precision=args.precision, storage=args.storage, batch_size=args.batch_size,
+                           precision=args.precision or "fp32", storage=args.storage, batch_size=args.batch_size,
                            batch_seconds=getattr(args, "batch_seconds", None),
                            num_workers=getattr(args, "num_workers", None))
 

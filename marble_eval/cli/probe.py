@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_model_args, add_precision_arg,
-                                    add_window_args,
-                                    features_root, load_dataset_from_args, load_model_from_args)
+                                    add_window_args, dataset_options, model_options)
 from marble_eval.errors import MarbleEvalError
 
 DEFAULT_RESULTS = Path("results")
 
 
 def add_probe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", default="mlp", help="probe recipe: probes/<name>.yaml or a YAML path (default: mlp)")
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default: 5)")
-    parser.add_argument("--grid", default="marble", choices=["marble", "quick"],
+    """The protocol preset and the probe-stage options that override its fields."""
+    parser.add_argument("--protocol", default=None,
+                        help="protocol preset: protocols/<name>.yaml or a YAML path (default: culturemert)")
+    parser.add_argument("--recipe", default=None, help="probe recipe: probes/<name>.yaml or a YAML path "
+                                                       "(default: the protocol's, mlp)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the protocol's)")
+    parser.add_argument("--grid", default=None, choices=["marble", "quick"],
                         help="marble: 6 lrs x every layer + weighted (default); quick: lr 1e-3, weighted")
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (overrides the grid's)")
     parser.add_argument("--layer", "--layers", dest="layers", default=None,
                         help="all (every hidden state + weighted), weighted, or comma-separated indices")
+    for name, choices in (("batch-unit", ["item", "window"]), ("weighted-init", ["randn", "uniform"]),
+                          ("selection", ["roc_auc", "roc_auc_ap_mean"]), ("selection-scope", ["per_seed", "once"]),
+                          ("empty-tags", ["exclude", "zero"])):
+        parser.add_argument(f"--{name}", default=None, choices=choices,
+                            help="override the protocol's value (docs/protocol.md)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max epochs")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing result of the same model and dataset made under another protocol")
+    parser.add_argument("--name", default=None, help="display name of the model in tables and file names")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -39,80 +51,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def grid_from_args(args: argparse.Namespace, n_hidden_states: int):
-    """The GridSpec chosen by --grid / --lrs / --layer / --seeds."""
-    from marble_eval.probes import GridSpec
-
-    if args.seeds < 1:
-        raise MarbleEvalError(f"--seeds must be at least 1, got {args.seeds}")
-    seeds = list(range(args.seeds))
-    grid = GridSpec.marble(n_hidden_states, seeds) if args.grid == "marble" else GridSpec.quick(seeds)
-    lrs, layers = list(grid.lrs), list(grid.layers)
-    if args.lrs:
-        try:
-            lrs = [float(value) for value in args.lrs.split(",")]
-        except ValueError:
-            raise MarbleEvalError(f"--lrs {args.lrs!r}: expected comma-separated numbers like 1e-3,5e-4") from None
-    if args.layers:
-        layers = parse_layers(args.layers, n_hidden_states)
-    return GridSpec(lrs=lrs, layers=layers, seeds=seeds)
+def parse_lrs(text: str | None) -> list[float] | None:
+    """"1e-3,5e-4" -> [0.001, 0.0005]."""
+    if not text:
+        return None
+    try:
+        return [float(value) for value in text.split(",")]
+    except ValueError:
+        raise MarbleEvalError(f"--lrs {text!r}: expected comma-separated numbers like 1e-3,5e-4") from None
 
 
-def parse_layers(text: str, n_hidden_states: int) -> list:
-    """"all" | "weighted" | "0,3,weighted" -> the layer choices of a grid."""
-    if text == "all":
-        return [*range(n_hidden_states), "weighted"]
-    layers: list = []
+def parse_layers(text: str | None) -> list[int | str] | None:
+    """"all" | "weighted" | "0,3,weighted" -> the layer choices of a grid (range checked by the grid)."""
+    if not text or text == "all":
+        return None
+    layers: list[int | str] = []
     for part in text.split(","):
         part = part.strip()
-        if part == "weighted":
-            layers.append("weighted")
-        elif part.isdigit() and int(part) < n_hidden_states:
-            layers.append(int(part))
+        if part == "weighted" or part.isdigit():
+            layers.append(part if part == "weighted" else int(part))
         else:
-            raise MarbleEvalError(f"--layer {text!r}: {part!r} is not 'all', 'weighted' or an index "
-                                  f"0..{n_hidden_states - 1}")
+            raise MarbleEvalError(f"--layer {text!r}: {part!r} is not 'all', 'weighted' or a hidden-state index")
     return layers
 
 
-def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
-    """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write and return the result."""
-    from marble_eval.pipeline import run_probe_with_predictions
-    from marble_eval.features.extract import ExtractSettings, open_cache
-    from marble_eval.probes import load_recipe
-    from marble_eval.results.store import write_predictions, write_result
-
-    recipe = load_recipe(args.recipe)
-    grid = grid_from_args(args, model.info.n_hidden_states)
-    # Only what the cache key depends on; run-time knobs (batch size, workers) do not select a cache.
-    settings = ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
-                               precision=args.precision, storage=args.storage)
-    cache = open_cache(features_root(args), model, dataset, settings)
-    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe, grid,
-                                                     show_progress=not args.no_progress, max_epochs=args.max_epochs,
-                                                     threads=args.threads)
-    path = write_result(args.results_dir, result)
-    if predictions.probs:
-        write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
-                          predictions.tags)
-    print(f"results: {path}")
-    print(summary_line(result))
-    return result
-
-
-def summary_line(result: dict) -> str:
-    """One line: the dataset's row (test metrics, mean ± std over seeds, in percent)."""
-    parts = []
-    for metric, label in (("roc_auc", "ROC-AUC"), ("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
-        stats = result["summary"].get(metric)
-        if stats:
-            parts.append(f"{label} {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}")
-    chosen = ", ".join(f"seed {s['seed']}: lr {s['lr']:g} layer {s['layer']}" for s in result["selected"])
-    return f"{result['model']['id']} on {result['dataset']['name']}: {'  '.join(parts)}  (selected {chosen})"
+def probe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of marble_eval.probe taken from the command line."""
+    return {"protocol": args.protocol, "recipe": args.recipe, "seeds": args.seeds, "grid": args.grid,
+            "lrs": parse_lrs(args.lrs), "layers": parse_layers(args.layers), "batch_unit": args.batch_unit,
+            "weighted_init": args.weighted_init, "selection": args.selection,
+            "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
+            "threads": args.threads, "results_dir": args.results_dir, "overwrite": args.overwrite,
+            "name": args.name, "cache_dir": args.cache_dir, "precision": args.precision,
+            "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,
+            "show_progress": not args.no_progress}
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model_from_args(args)
-    dataset = load_dataset_from_args(args)
-    probe_and_write(args, model, dataset)
+    from marble_eval.pipeline import probe
+
+    probe(args.model, args.dataset, **model_options(args), **dataset_options(args), **probe_options(args), log=print)
     return 0

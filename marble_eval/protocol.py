@@ -1,0 +1,125 @@
+"""Named protocol presets (protocols/<name>.yaml): every open choice of an evaluation, fixed and recorded.
+
+A preset fixes the probe recipe and its protocol fields, the grid, the seeds, the extraction
+precision, the vocabulary rule, windows and truncation. Arguments given explicitly override single
+fields; the result then records the preset and which fields were overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from marble_eval.configs import load_config
+from marble_eval.errors import MarbleEvalError
+from marble_eval.paths import protocols_dir
+
+DEFAULT_PROTOCOL = "culturemert"
+FROM_DATASET = "dataset"
+# The recipe fields a preset may set (issue #16); every one is recorded in the result's protocol.
+PROBE_FIELDS = ("batch_unit", "weighted_init", "selection", "selection_scope", "empty_tags")
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class ProbeChoices:
+    """The probe-protocol choices MARBLE v1 and the CultureMERT cards leave to the harness."""
+
+    batch_unit: Literal["item", "window"] = "item"
+    weighted_init: Literal["randn", "uniform"] = "randn"
+    selection: Literal["roc_auc", "roc_auc_ap_mean"] = "roc_auc_ap_mean"
+    selection_scope: Literal["per_seed", "once"] = "per_seed"
+    empty_tags: Literal["exclude", "zero"] = "exclude"
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class ProtocolPreset:
+    """One protocols/<name>.yaml."""
+
+    name: str
+    version: str
+    recipe: str = "mlp"
+    grid: Literal["marble", "quick"] = "marble"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    vocabulary: Literal["counted", "published"] = "counted"
+    window_seconds: float | Literal["dataset"] = FROM_DATASET
+    max_seconds: float | Literal["dataset"] | None = FROM_DATASET
+    probe: ProbeChoices = Field(default_factory=ProbeChoices)
+    description: str = ""
+
+
+def known_protocols() -> list[str]:
+    """Names of the preset YAMLs."""
+    return sorted(path.stem for path in protocols_dir().glob("*.yaml"))
+
+
+def load_protocol(name_or_path: str | Path) -> ProtocolPreset:
+    """A preset by name (protocols/<name>.yaml) or by path to a YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = protocols_dir() / f"{text}.yaml"
+        if not path.is_file():
+            raise MarbleEvalError(f"unknown protocol {text!r}; known protocols: "
+                                  f"{', '.join(known_protocols()) or 'none'} (or pass a YAML path)")
+    return load_config(ProtocolPreset, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A preset with the caller's overrides applied: what an evaluation runs."""
+
+    preset: str
+    recipe: str
+    grid: str
+    seeds: tuple[int, ...]
+    precision: str
+    vocabulary: str
+    window_seconds: float | None      # None: the dataset's
+    max_seconds: float | None | str   # FROM_DATASET: the dataset's; None: no truncation
+    probe: dict[str, str]
+    overrides: tuple[str, ...] = ()
+
+    def record(self, window_seconds: float, max_seconds: float | None) -> dict[str, Any]:
+        """The keys every result stores under ``protocol`` (with the windows actually used)."""
+        return {"preset": self.preset, "overrides": list(self.overrides), **self.probe,
+                "precision": self.precision, "vocabulary": self.vocabulary,
+                "window_seconds": window_seconds, "max_seconds": max_seconds}
+
+
+def resolve_protocol(name: str | Path | None = None, **overrides: Any) -> Protocol:
+    """The preset ``name`` (default: DEFAULT_PROTOCOL) with every non-None override applied.
+
+    ``overrides`` take the Protocol field names (recipe, grid, seeds, precision, vocabulary,
+    window_seconds, max_seconds) and the probe fields of PROBE_FIELDS; unknown names are an error.
+    """
+    preset = load_protocol(name or DEFAULT_PROTOCOL)
+    probe = dataclasses.asdict(preset.probe)
+    values: dict[str, Any] = {
+        "recipe": preset.recipe, "grid": preset.grid, "seeds": tuple(preset.seeds), "precision": preset.precision,
+        "vocabulary": preset.vocabulary,
+        "window_seconds": None if preset.window_seconds == FROM_DATASET else float(preset.window_seconds),
+        "max_seconds": preset.max_seconds,
+    }
+    changed = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in PROBE_FIELDS:
+            allowed = get_args(get_type_hints(ProbeChoices)[key])
+            if value not in allowed:
+                raise MarbleEvalError(f"--{key.replace('_', '-')} {value!r}: must be one of {', '.join(allowed)}")
+            target = probe
+        elif key in values:
+            value = tuple(value) if key == "seeds" else value
+            target = values
+        else:
+            raise MarbleEvalError(f"unknown protocol field {key!r}; known: {', '.join([*values, *PROBE_FIELDS])}")
+        if target[key] != value:
+            changed.append(key)
+        target[key] = value
+    return Protocol(preset=preset.name, probe=probe, overrides=tuple(changed), **values)
