@@ -14,3 +14,4 @@ class MarbleEvalError(Exception):
 
 class AudioError(MarbleEvalError):
     """An audio file that cannot be used (unreadable, empty, NaN, unsupported)."""
+EXIT_SUITE_INCOMPLETE = 5   # eval of several pairs: some pairs failed (the summary lists them)

@@ -17,8 +17,13 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help='hub id (org/name[@rev]), local directory, or "fixture"')
+def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """--model (repeatable when ``several``: one run per model) and --family."""
+    if several:
+        parser.add_argument("--model", action="append", required=True,
+                            help='hub id (org/name[@rev]), local directory, or "fixture"; repeat for several')
+    else:
+        parser.add_argument("--model", required=True, help='hub id (org/name[@rev]), local directory, or "fixture"')
     parser.add_argument("--family", default=None, help="model family adapter (default: from config.json model_type)")
 
 

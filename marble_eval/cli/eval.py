@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
                                     add_window_args, dataset_options, model_options)
 from marble_eval.cli.extract import add_scale_args, settings_from_args
 from marble_eval.cli.probe import add_probe_args, probe_options
+from marble_eval.errors import EXIT_OK, EXIT_SUITE_INCOMPLETE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="extract (if not cached), probe, write results: the whole benchmark")
-    add_model_args(parser)
+    add_model_args(parser, several=True)
     add_dataset_args(parser)
+    parser.add_argument("--data-config", type=Path, default=None,
+                        help="YAML mapping each dataset to its data_dir (and metadata, reference_dir) for suites")
     add_cache_args(parser)
     add_device_args(parser)
     add_window_args(parser)
@@ -23,11 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from marble_eval.pipeline import evaluate
+    from marble_eval.pipeline import dataset_names, evaluate, evaluate_suite, suite_lines
 
     settings = settings_from_args(args)
-    extract_options = {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds,
-                       "num_workers": settings.num_workers}
-    evaluate(args.model, args.dataset, **model_options(args), **dataset_options(args), **probe_options(args),
-             extract_options=extract_options, log=print)
-    return 0
+    options = {**model_options(args), **probe_options(args), "log": print,
+               "extract_options": {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds,
+                                   "num_workers": settings.num_workers}}
+    models = list(dict.fromkeys(args.model))
+    datasets = dataset_names(args.dataset)
+    if len(models) == 1 and len(datasets) == 1 and not args.data_config:
+        evaluate(models[0], datasets[0], **dataset_options(args), **options)
+        return EXIT_OK
+    outcomes = evaluate_suite(models, datasets, data_config=args.data_config, **dataset_options(args), **options)
+    for line in suite_lines(outcomes):
+        print(line)
+    return EXIT_SUITE_INCOMPLETE if any(outcome.status == "failed" for outcome in outcomes) else EXIT_OK
