@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
+from marble_eval.configs import validate
 from marble_eval.datasets.reference import REFERENCE_ENV, resolve_file, sha256_of
 from marble_eval.datasets.registry import load_dataset, spec_path
 from marble_eval.datasets.spec import BenchmarkSpec
-from marble_eval.configs import validate
 from marble_eval.errors import MarbleEvalError
 
 
@@ -139,7 +139,7 @@ def test_mtat_train_list_rebuilt_to_the_pinned_hash(served, tmp_path: Path) -> N
 
 
 def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
-    from marble_eval.datasets.sources.mtat import build_split_file
+    from marble_eval.datasets.sources.mtat_files import build_split_file
 
     marker = tmp_path / "ran"
 

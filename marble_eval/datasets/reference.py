@@ -106,7 +106,7 @@ def _build(spec: BenchmarkSpec, entry: RemoteFile, reference: Path | None, cache
     assert entry.built_from is not None
     recipe = entry.built_from
     if recipe.recipe == "mtat_train_list":
-        from marble_eval.datasets.sources.mtat import build_split_file
+        from marble_eval.datasets.sources.mtat_files import build_split_file
 
         index = resolve_file(spec, recipe.index, reference, cache_dir)
         return build_split_file(download(recipe.url), index, recipe.url)

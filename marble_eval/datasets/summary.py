@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from marble_eval.features.audio import audio_info, load_audio
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
+from marble_eval.features.audio import audio_info, load_audio
 
 
 @dataclass(frozen=True)
