@@ -313,3 +313,12 @@ def test_limit_keeps_the_first_items_of_each_split(tmp_path: Path, capsys) -> No
     summary = json.loads(out)
     assert code == 0 and summary["limit"] == 1 and [s["n_items"] for s in summary["splits"].values()] == [1, 1, 1]
     assert summary["vocabulary_source"] == "counted"
+
+
+@pytest.mark.parametrize("name", ["m.csv", "m.jsonl"])
+def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path: Path, name: str) -> None:
+    row = "caf\xe9.wav,train,rock\n" if name == "m.csv" else '{"path": "caf\xe9.wav", "split": "train"}\n'
+    header = "path,split,labels\n" if name == "m.csv" else ""
+    (tmp_path / name).write_bytes((header + row).encode("latin-1"))
+    with pytest.raises(MarbleEvalError, match=rf"{name.replace('.', '[.]')}: not UTF-8 text( after line \d+)? \(invalid .*\); save it as UTF-8"):
+        load_dataset(str(write_yaml(tmp_path, name)))

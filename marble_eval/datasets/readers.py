@@ -31,7 +31,9 @@ def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = (),
             header = next(reader)
         except StopIteration:
             raise MarbleEvalError(f"{path}: empty file; expected a header line") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, 0, exc) from None
+        except csv.Error as exc:
             raise MarbleEvalError(f"{path}: line 1: {exc}") from None
         missing = [name for name in required if name not in header]
         if missing:
@@ -44,7 +46,7 @@ def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = (),
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
-                raise MarbleEvalError(f"{path}: line {reader.line_num}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
+                raise not_utf8(path, reader.line_num, exc) from None
             except csv.Error as exc:
                 problem = str(exc)
             else:
@@ -57,6 +59,12 @@ def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = (),
             if problems is None:
                 raise MarbleEvalError(f"{path}: line {reader.line_num}: {problem}")
             problems.append((reader.line_num, problem))
+
+
+def not_utf8(path: Path, lines_read: int, exc: UnicodeDecodeError) -> MarbleEvalError:
+    """The one-line error for a text file that is not UTF-8 (text is decoded in blocks: the line is a lower bound)."""
+    where = f" after line {lines_read}" if lines_read else ""
+    return MarbleEvalError(f"{path}: not UTF-8 text{where} ({exc.reason}); save it as UTF-8")
 
 
 def bad_rows_message(path: Path, problems: list[tuple[int, str]], shown: int = 10) -> str:
@@ -98,7 +106,7 @@ def read_json(path: Path) -> Any:
     except OSError as exc:
         raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
     except UnicodeDecodeError as exc:
-        raise MarbleEvalError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        raise not_utf8(path, 0, exc) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

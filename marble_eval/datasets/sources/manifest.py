@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from marble_eval.datasets.assemble import finish, options
 from marble_eval.datasets.base import SPLITS, Dataset, Item, escapes
-from marble_eval.datasets.readers import bad_rows_message, read_rows
+from marble_eval.datasets.readers import bad_rows_message, not_utf8, read_rows
 from marble_eval.datasets.spec import STRICT, BenchmarkSpec
 from marble_eval.errors import MarbleEvalError
 
@@ -89,7 +89,7 @@ def read_jsonl(path: Path, problems: list[tuple[int, str]] | None = None) -> Ite
             try:
                 text = next(handle, None)
             except UnicodeDecodeError as exc:
-                raise MarbleEvalError(f"{path}: line {line + 1}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
+                raise not_utf8(path, line, exc) from None
             if text is None:
                 return
             line += 1
