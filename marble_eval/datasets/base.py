@@ -166,8 +166,8 @@ def safe_join(root: Path, relative: str) -> Path:
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
     if candidate != root and root not in candidate.parents:
-        raise MarbleEvalError(f"audio path {relative!r} leads out of the data dir {root} (through a symlink, "
-                              f"to {candidate}); copy the file into the data dir or link inside it")
+        raise MarbleEvalError(f"audio path {relative!r} escapes the data dir {root} through a symlink (to "
+                              f"{candidate}); copy the file into the data dir or link within it")
     return candidate
 
 
