@@ -82,14 +82,12 @@ def vocabulary_difference(yours: list[str], published: list[str], where: str) ->
 
 def _vocabulary(spec: BenchmarkSpec, context: LoadContext, items: list[Item],
                 published: list[str] | None) -> tuple[list[str], str]:
-    """(tags, vocabulary_source) by the YAML's rule, or the published list when --vocabulary published."""
+    """(tags, vocabulary_source) by the YAML's rule, or the published list when --vocabulary published
+    (without one, the rule's; load_dataset then refuses the request)."""
     rule = spec.vocabulary
     if rule.rule == "reference":
         return read_tag_list(reference(spec, rule.file, context)), "published"
-    if context.vocabulary == "published":
-        if published is None:
-            raise MarbleEvalError(f"{spec.name}: --vocabulary published needs a published tag list "
-                                  f"(vocabulary.compare_with in its YAML), and it has none; use --vocabulary counted")
+    if context.vocabulary == "published" and published is not None:
         return list(published), "published"
     if rule.rule == "fixed":
         return list(rule.tags or []), "fixed"

@@ -96,8 +96,9 @@ def load_dataset(name: str, data_dir: Path | None = None, reference_dir: Path | 
     dataset = source_loader(spec.source, _where_key(path, "source"))(spec, context)
     dataset.dataset_arg = str(name)  # hints then name the exact --dataset that works (a custom YAML by path)
     if vocabulary == "published" and dataset.vocabulary_source != "published":
-        raise MarbleEvalError(f"{spec.name}: --vocabulary published needs a published tag list, and this dataset "
-                              f"has none (its vocabulary is {dataset.vocabulary_source}); use --vocabulary counted")
+        raise MarbleEvalError(f"{spec.name}: --vocabulary published needs a published tag list (vocabulary."
+                              f"compare_with in its YAML), and this dataset has none (its vocabulary is "
+                              f"{dataset.vocabulary_source}); use --vocabulary counted")
     if dataset.missing_labels and not allow_unlabelled:
         raise MarbleEvalError(dataset.missing_labels)
     return dataset.first(limit) if limit is not None else dataset
