@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from marble_eval.datasets.base import SPLITS
-from marble_eval.datasets.sources.lyra import valid_indices
 from marble_eval.datasets.readers import read_rows
 from marble_eval.datasets.registry import load_dataset, load_spec
+from marble_eval.datasets.sources.lyra import valid_indices
 from marble_eval.errors import MarbleEvalError
 
 # Published vocabularies (pxaris/LC-Protonets labels/lyra.json and labels/fma.json, "train" lists):
@@ -253,3 +253,16 @@ def test_unknown_source_and_unknown_key_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "z.yaml").write_text("name: z\nversion: '1'\ntask: multilabel\nsource: lyra\noptions: {colour: red}\n")
     with pytest.raises(MarbleEvalError, match=r"options: colour: Unexpected keyword"):
         load_dataset(str(tmp_path / "z.yaml"), reference_dir=tmp_path)
+
+
+def test_forgetting_data_dir_is_one_error_up_front(ref: Path, tmp_path: Path) -> None:
+    dataset = load_dataset("lyra", reference_dir=ref)
+    dataset.check_ready(need_audio=False)
+    with pytest.raises(MarbleEvalError) as info:
+        dataset.check_ready()
+    assert str(info.value) == ("lyra: no --data-dir given, and its audio is needed; pass --data-dir DIR (the folder "
+                               "its audio paths are relative to), e.g. `marble-eval data check lyra --data-dir DIR`")
+    with pytest.raises(MarbleEvalError, match=r"none of lyra's 1,570 audio files is there \(e\.g\. .*/ach-ellada\.mp3\)"):
+        load_dataset("lyra", reference_dir=ref, data_dir=tmp_path).check_ready()
+    (tmp_path / "ach-ellada.mp3").write_bytes(b"x")  # one file there: the rest are per-item failures later
+    load_dataset("lyra", reference_dir=ref, data_dir=tmp_path).check_ready()

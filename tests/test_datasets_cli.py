@@ -50,6 +50,9 @@ def test_datasets_lists_every_benchmark_with_published_sizes(capsys) -> None:
     assert rows["mtat"]["labels"] == "published list (tags.npy)"
     assert rows["mtat-marble"]["labels"] == "top-50 of all clips"
     assert rows["hindustani"]["max_seconds"] == 780
+    assert rows["carnatic"]["published_vocabulary"] == "carnatic/carnatic.json"
+    assert rows["mtat"]["published_vocabulary"] == "magnatagatune/tags.npy"
+    assert rows["lyra"]["published_vocabulary"] is None and rows["fixture"]["published_vocabulary"] is None
     code, out, _ = cli(["datasets"], capsys)
     assert code == 0 and "mtat-marble" in out and "18,706" in out and "top-20 of train" in out
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from marble_eval.datasets.reference import REFERENCE_ENV, resolve_file, sha256_of
+from marble_eval.configs import validate
+from marble_eval.datasets.reference import REFERENCE_ENV, resolve_file
 from marble_eval.datasets.registry import load_dataset, spec_path
 from marble_eval.datasets.spec import BenchmarkSpec
-from marble_eval.configs import validate
 from marble_eval.errors import MarbleEvalError
+from marble_eval.files import sha256_file
 
 
 def reference_root() -> Path:
@@ -62,7 +63,7 @@ def spec_with(files: dict) -> BenchmarkSpec:
 def test_fetch_verifies_and_caches(served, tmp_path: Path) -> None:
     base, root, requests = served
     (root / "a.tsv").write_bytes(b"id\tx\n1\t2\n")
-    spec = spec_with({"a": {"path": "t/a.tsv", "url": f"{base}/a.tsv", "sha256": sha256_of(root / "a.tsv")}})
+    spec = spec_with({"a": {"path": "t/a.tsv", "url": f"{base}/a.tsv", "sha256": sha256_file(root / "a.tsv")}})
     cache = tmp_path / "cache"
     path = resolve_file(spec, "a", cache_dir=cache)
     assert path == cache / "reference/t/a.tsv" and path.read_bytes() == b"id\tx\n1\t2\n"
@@ -89,7 +90,7 @@ def test_bad_hash_and_http_error_are_one_line(served, tmp_path: Path) -> None:
 def test_env_variable_points_at_a_local_reference_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "t/a.tsv").write_bytes(b"local\n")
-    spec = spec_with({"a": {"path": "t/a.tsv", "url": "http://127.0.0.1:9/never", "sha256": sha256_of(tmp_path / "t/a.tsv")}})
+    spec = spec_with({"a": {"path": "t/a.tsv", "url": "http://127.0.0.1:9/never", "sha256": sha256_file(tmp_path / "t/a.tsv")}})
     monkeypatch.setenv(REFERENCE_ENV, str(tmp_path))
     assert resolve_file(spec, "a") == tmp_path / "t/a.tsv"
 
@@ -139,7 +140,7 @@ def test_mtat_train_list_rebuilt_to_the_pinned_hash(served, tmp_path: Path) -> N
 
 
 def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
-    from marble_eval.datasets.sources.mtat import build_split_file
+    from marble_eval.datasets.sources.mtat_files import build_split_file
 
     marker = tmp_path / "ran"
 

@@ -6,19 +6,22 @@ import argparse
 import http.server
 import json
 import os
+import shutil
 import threading
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from marble_eval.cli import data as data_cli
 from marble_eval.datasets.assemble import options
+from marble_eval.datasets.registry import load_dataset, load_spec, spec_path
 from marble_eval.datasets.sources.dunya import DunyaOptions
 from marble_eval.datasets.sources.dunya_api import fetch_metadata
-from marble_eval.datasets.registry import load_dataset, load_spec
 from marble_eval.errors import MarbleEvalError
+from marble_eval.files import sha256_file
 
 TOKEN = "secret-token"
 
@@ -196,3 +199,70 @@ def test_partial_metadata_is_noted(ref: Path, tmp_path: Path) -> None:
     assert any(note.startswith("783 recording(s) are not in") for note in dataset.notes)  # valid + test
     assert any("same tags as the published carnatic/carnatic.json but in another order" in n for n in dataset.notes)
     assert dataset.label_matrix(dataset.split("test")).sum() == 0
+
+
+def test_published_vocabulary_is_the_lc_protonets_list_in_order(ref: Path, tmp_path: Path, capsys) -> None:
+    """--vocabulary published on Carnatic: LC-Protonets' 20 "train" tags, their order; unlearnable ones noted."""
+    published = json.loads((ref / "carnatic/carnatic.json").read_text())["train"]
+    assert len(published) == 20
+    ids = {split: [str(mbid) for mbid in np.load(ref / f"carnatic/{split}.npy")] for split in ("train", "valid", "test")}
+    rng = np.random.RandomState(2)
+    kept = published[:15]  # the last five never occur: metadata drift, as with a later Dunya snapshot
+    metadata = {mbid: sorted(set(rng.choice(kept, size=3)) | {"raga--newer"}) for split in ids for mbid in ids[split]}
+    (tmp_path / "m.json").write_text(json.dumps(metadata))
+
+    dataset = load_dataset("carnatic", metadata=tmp_path / "m.json", reference_dir=ref, vocabulary="published")
+    assert dataset.vocabulary == published and dataset.vocabulary_source == "published"
+    notes = [note for note in dataset.notes if "have no positive train item" in note]
+    assert len(notes) == 1 and notes[0].startswith("5 of the 20 published tags")
+    assert all(tag in notes[0] for tag in published[15:]) and not any(tag in notes[0] for tag in kept)
+    dataset.check_ready(need_audio=False)
+
+    counted = load_dataset("carnatic", metadata=tmp_path / "m.json", reference_dir=ref)
+    assert counted.vocabulary_source == "counted" and counted.vocabulary[0] == "raga--newer"
+    assert counted.identity() != dataset.identity()
+
+    unlabelled = load_dataset("carnatic", reference_dir=ref, vocabulary="published", allow_unlabelled=True)
+    assert unlabelled.vocabulary == published and unlabelled.vocabulary_source == "published"
+    code, out, _ = cli(["data", "describe", "carnatic", "--metadata", str(tmp_path / "m.json"), "--reference-dir",
+                        str(ref), "--vocabulary", "published", "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["tags"] == published and summary["vocabulary_source"] == "published"
+    assert summary["splits"]["train"]["support"][published[-1]] == 0
+
+
+def test_published_vocabulary_needs_a_published_list(ref: Path, small_fixture_yaml: Path, tmp_path: Path) -> None:
+    with pytest.raises(MarbleEvalError, match=r"lyra: --vocabulary published needs a published tag list.*"
+                                              r"use --vocabulary counted"):
+        load_dataset("lyra", reference_dir=ref, vocabulary="published")
+    with pytest.raises(MarbleEvalError, match=r"tiny-fixture: --vocabulary published needs a published tag list"):
+        load_dataset(str(small_fixture_yaml), data_dir=tmp_path, vocabulary="published")
+    with pytest.raises(MarbleEvalError, match=r"--vocabulary 'top': use one of counted, published"):
+        load_dataset("carnatic", reference_dir=ref, vocabulary="top")
+    mtat = load_dataset("mtat", reference_dir=ref, vocabulary="published", allow_unlabelled=True)
+    assert mtat.vocabulary_source == "published" and len(mtat.vocabulary) == 50  # its rule is the tags.npy list
+
+
+def test_identity_follows_the_label_file_and_the_reference_files(ref: Path, tmp_path: Path) -> None:
+    ids = [str(mbid) for split in ("train", "valid", "test") for mbid in np.load(ref / f"carnatic/{split}.npy")]
+    published = json.loads((ref / "carnatic/carnatic.json").read_text())["train"]
+    metadata = {mbid: published[i % 20: i % 20 + 3] for i, mbid in enumerate(ids)}
+    (tmp_path / "m.json").write_text(json.dumps(metadata))
+    base = load_dataset("carnatic", metadata=tmp_path / "m.json", reference_dir=ref).identity()
+    assert load_dataset("carnatic", metadata=tmp_path / "m.json", reference_dir=ref).identity() == base
+    metadata[ids[-1]] = metadata[ids[-1]][:1]  # one test recording loses two tags
+    (tmp_path / "m.json").write_text(json.dumps(metadata))
+    assert load_dataset("carnatic", metadata=tmp_path / "m.json", reference_dir=ref).identity() != base
+
+    # a reference dir whose train split lacks one recording (its sha256 updated in a copy of the YAML)
+    shutil.copytree(ref / "carnatic", tmp_path / "ref/carnatic")
+    (tmp_path / "ref/carnatic/train.npy").chmod(0o644)
+    np.save(tmp_path / "ref/carnatic/train.npy", np.load(ref / "carnatic/train.npy")[1:])
+    spec = yaml.safe_load(spec_path("carnatic").read_text())
+    spec["files"]["train"]["sha256"] = sha256_file(tmp_path / "ref/carnatic/train.npy")
+    spec.pop("sizes")
+    (tmp_path / "carnatic.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "m.json").write_text(json.dumps({mbid: published[i % 20: i % 20 + 3] for i, mbid in enumerate(ids)}))
+    moved = load_dataset(str(tmp_path / "carnatic.yaml"), metadata=tmp_path / "m.json", reference_dir=tmp_path / "ref")
+    assert len(moved.split("train")) == 1828 and moved.identity() != base
+

@@ -112,7 +112,7 @@ def test_every_data_command_works_on_a_manifest(tmp_path: Path, audio_dir: Path,
 @pytest.mark.parametrize("bad_path", ["../outside.wav", "/etc/passwd", "a/../../outside.wav"])
 def test_paths_never_escape_the_data_dir(tmp_path: Path, bad_path: str) -> None:
     write_csv(tmp_path / "m.csv", ROWS[:2] + [(bad_path, "test", "rock")])
-    with pytest.raises(MarbleEvalError, match=rf"m\.csv: line 4: audio path .* escapes the data dir"):
+    with pytest.raises(MarbleEvalError, match=r"m\.csv: line 4: audio path .* escapes the data dir"):
         load_dataset(str(write_yaml(tmp_path, "m.csv")), data_dir=tmp_path)
 
 
@@ -175,3 +175,150 @@ def test_multiclass_needs_one_label_per_item(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz|rock\n")
     with pytest.raises(MarbleEvalError, match="multiclass needs exactly one label per item; item 'b.wav' has 2"):
         load_dataset(str(yaml_path))
+
+
+def test_utf8_bom_from_excel_is_accepted(tmp_path: Path) -> None:
+    write_csv(tmp_path / "plain.csv")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.csv").read_bytes())
+    lines = [json.dumps({"path": p, "split": s, "labels": l}) for p, s, l in ROWS]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    plain = load_dataset(str(write_yaml(tmp_path, "plain.csv")))
+    for name in ("bom.csv", "bom.jsonl"):
+        dataset = load_dataset(str(write_yaml(tmp_path, name)))
+        assert dataset.items == plain.items and dataset.vocabulary == plain.vocabulary
+
+
+def test_every_bad_row_is_reported_in_one_line(tmp_path: Path) -> None:
+    rows = ["path,split,labels", "ok0.wav,train,rock", "a.wav,training,rock", "../up.wav,train,rock",
+            "ok0.wav,test,rock", "short.wav,test", "/abs.wav,valid,x"]
+    rows += [f"b{i}.wav,nope,x" for i in range(8)]  # 5 + 8 = 13 bad rows
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(MarbleEvalError) as info:
+        load_dataset(str(write_yaml(tmp_path, "m.csv")))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'm.csv'}: 13 bad rows: line 3: split 'training'")
+    for expected in ("line 4: audio path '../up.wav' escapes the data dir", "line 5: id 'ok0.wav' repeats line 2",
+                     "line 6: expected 3 ','-separated fields", "line 7: audio path '/abs.wav' escapes",
+                     "line 12: split 'nope'", "and 3 more; fix them and rerun"):
+        assert expected in message
+    assert "line 13:" not in message  # capped at the first ten
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "split": "train", "labels": ["x"]}\n[1]\n{"path": "b.wav",\n'
+                                      '{"path": "c.wav", "split": "train", "labels": [3]}\n')
+    with pytest.raises(MarbleEvalError, match=r"m\.jsonl: 3 bad rows: line 2: expected a JSON object.*; line 3: "
+                                              r"invalid JSON.*; line 4: labels must be"):
+        load_dataset(str(write_yaml(tmp_path, "m.jsonl")))
+
+
+def test_symlink_leaving_the_data_dir_fails_that_item_only(tmp_path: Path, audio_dir: Path, capsys) -> None:
+    from marble_eval.features.windows import decode_jobs
+
+    outside = tmp_path / "elsewhere.wav"
+    sf.write(outside, np.zeros(1600, dtype=np.float32), 16000)
+    (audio_dir / "a/one.wav").unlink()
+    (audio_dir / "a/one.wav").symlink_to(outside)
+    (audio_dir / "inside.wav").symlink_to(audio_dir / "b/three.wav")  # a link within the data dir is fine
+    write_csv(tmp_path / "m.csv", ROWS + [("inside.wav", "train", "rock")])
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    dataset = load_dataset(yaml_path, data_dir=audio_dir)
+    assert len(dataset.items) == len(ROWS) + 1
+    dataset.check_ready()
+    with pytest.raises(MarbleEvalError, match=r"'a/one\.wav' escapes the data dir .* through a symlink \(to .*elsewhere\.wav\)"):
+        dataset.audio_path(dataset.items[0])
+    jobs = decode_jobs(dataset, dataset.items)
+    assert [job.path is None for job in jobs] == [True] + [False] * len(ROWS)
+    code, out, _ = cli(["data", "check", yaml_path, "--data-dir", str(audio_dir), "--quick"], capsys)
+    lines = out.strip().splitlines()
+    assert code == 1 and lines[0].startswith(f"refused: {audio_dir / 'a/one.wav'} (")
+    assert lines[-1] == "mine: 6 of 7 items OK, 0 missing, 0 corrupt, 1 refused (outside the data dir)"
+    code, out, _ = cli(["data", "describe", yaml_path, "--data-dir", str(audio_dir), "--json"], capsys)
+    assert code == 0 and json.loads(out)["missing_audio"] == 1
+
+
+def test_check_ready_refuses_up_front_with_the_exact_command(tmp_path: Path, audio_dir: Path) -> None:
+    write_csv(tmp_path / "m.csv")
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    dataset = load_dataset(yaml_path)
+    dataset.check_ready(need_audio=False)
+    with pytest.raises(MarbleEvalError) as info:
+        dataset.check_ready()
+    assert "\n" not in str(info.value)
+    assert "no --data-dir given" in str(info.value) and f"`marble-eval data check {yaml_path} --data-dir DIR`" in str(info.value)
+    with pytest.raises(MarbleEvalError, match=r"no --data-dir given"):
+        dataset.audio_path(dataset.items[0])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MarbleEvalError, match=rf"none of mine's 6 audio files is there \(e\.g\. {empty}/a/one\.wav\); "
+                                              rf"is it the right --data-dir\? `marble-eval data check {yaml_path} "
+                                              rf"--data-dir {empty} --quick`"):
+        load_dataset(yaml_path, data_dir=empty).check_ready()
+    with pytest.raises(MarbleEvalError, match=r"--data-dir is not a directory"):
+        load_dataset(yaml_path, data_dir=tmp_path / "absent").check_ready()
+    load_dataset(yaml_path, data_dir=audio_dir).check_ready()
+    (audio_dir / "a/one.wav").unlink()  # some files missing: those items fail later, one by one
+    load_dataset(yaml_path, data_dir=audio_dir).check_ready()
+
+
+def test_check_ready_refuses_an_empty_split_and_a_vocabulary_without_train_positives(tmp_path: Path) -> None:
+    write_csv(tmp_path / "m.csv", [row for row in ROWS if row[1] != "valid"])
+    dataset = load_dataset(str(write_yaml(tmp_path, "m.csv")))
+    with pytest.raises(MarbleEvalError, match=r"mine: the valid split is empty \(train 3, valid 0, test 2\)"):
+        dataset.check_ready(need_audio=False)
+    write_csv(tmp_path / "m.csv")
+    fixed = write_yaml(tmp_path, "m.csv", "vocabulary: {rule: fixed, tags: [cello, flute]}\n")
+    dataset = load_dataset(str(fixed))
+    assert dataset.vocabulary_source == "fixed"
+    assert any("2 of the 2 fixed tags have no positive train item" in note for note in dataset.notes)
+    with pytest.raises(MarbleEvalError, match=r"none of the 2 tags of the fixed vocabulary has a positive train item"):
+        dataset.check_ready(need_audio=False)
+    dataset.check_ready(need_audio=False, need_labels=False)
+
+
+def test_identity_follows_what_is_evaluated(tmp_path: Path, audio_dir: Path) -> None:
+    write_csv(tmp_path / "m.csv")
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    base = load_dataset(yaml_path).identity()
+    assert load_dataset(yaml_path).identity() == base
+    assert load_dataset(yaml_path, data_dir=audio_dir).identity() == base  # where the audio lies is not identity
+    changed = {
+        "a label": [ROWS[0][:2] + ("rock",)] + ROWS[1:],
+        "a split": [ROWS[0][:1] + ("valid", ROWS[0][2])] + ROWS[1:],
+        "a path": [("a/uno.wav",) + ROWS[0][1:]] + ROWS[1:],
+        "an item": ROWS[:-1],
+    }
+    seen = {base}
+    for what, rows in changed.items():
+        write_csv(tmp_path / "m.csv", rows)
+        identity = load_dataset(yaml_path).identity()
+        assert identity not in seen, what
+        seen.add(identity)
+    write_csv(tmp_path / "m.csv")
+    assert load_dataset(yaml_path).identity() == base
+    assert load_dataset(str(write_yaml(tmp_path, "m.csv", "vocabulary: {rule: top_n, n: 2}\n"))).identity() != base
+
+
+def test_limit_keeps_the_first_items_of_each_split(tmp_path: Path, capsys) -> None:
+    write_csv(tmp_path / "m.csv")
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    full = load_dataset(yaml_path)
+    small = load_dataset(yaml_path, limit=2)
+    assert [item.path for item in small.items] == ["a/one.wav", "a/two.flac", "b/four.wav", "c/five.wav", "c/six.wav"]
+    assert small.vocabulary == full.vocabulary and small.limit == 2 and full.limit is None
+    assert small.identity() != full.identity()
+    assert any(note.startswith("smoke run: only the first 2 item(s) of each split (2 / 1 / 2)") for note in small.notes)
+    assert load_dataset(yaml_path, limit=100).items == full.items
+    for bad in (0, -1, True):
+        with pytest.raises(MarbleEvalError, match=r"--limit .*: give a whole number of items per split, 1 or more"):
+            load_dataset(yaml_path, limit=bad)
+    code, out, _ = cli(["data", "describe", yaml_path, "--limit", "1", "--json"], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["limit"] == 1 and [s["n_items"] for s in summary["splits"].values()] == [1, 1, 1]
+    assert summary["vocabulary_source"] == "counted"
+
+
+@pytest.mark.parametrize("name", ["m.csv", "m.jsonl"])
+def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path: Path, name: str) -> None:
+    row = "caf\xe9.wav,train,rock\n" if name == "m.csv" else '{"path": "caf\xe9.wav", "split": "train"}\n'
+    header = "path,split,labels\n" if name == "m.csv" else ""
+    (tmp_path / name).write_bytes((header + row).encode("latin-1"))
+    with pytest.raises(MarbleEvalError, match=rf"{name.replace('.', '[.]')}: not UTF-8 text( after line \d+)? \(invalid .*\); save it as UTF-8"):
+        load_dataset(str(write_yaml(tmp_path, name)))

@@ -46,6 +46,17 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
                         help="local split/metadata files instead of fetching (env MARBLE_EVAL_REFERENCE_DIR)")
     parser.add_argument("--metadata", type=Path, default=None,
                         help="label file for datasets whose labels you supply (Dunya metadata JSON, FMA tracks.csv)")
+    add_vocabulary_and_limit_args(parser)
+
+
+def add_vocabulary_and_limit_args(parser: argparse.ArgumentParser) -> None:
+    from marble_eval.datasets.base import VOCABULARY_CHOICES
+
+    parser.add_argument("--vocabulary", default="counted", choices=VOCABULARY_CHOICES,
+                        help="label set: counted = the dataset's rule (top-N of train, ...); published = the "
+                             "published tag list in its order (makam, hindustani, carnatic) (default: counted)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="smoke run: only the first N items of each split (recorded with the results)")
 
 
 def add_cache_args(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +98,8 @@ def load_dataset_from_args(args: argparse.Namespace):
     from marble_eval.datasets.registry import load_dataset
 
     return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args),
-                        metadata=args.metadata)
+                        metadata=args.metadata, vocabulary=getattr(args, "vocabulary", "counted"),
+                        limit=getattr(args, "limit", None))
 
 
 def load_model_from_args(args: argparse.Namespace):

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from marble_eval.cli.common import add_vocabulary_and_limit_args
 from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.errors import MarbleEvalError
 
@@ -51,6 +53,7 @@ def _dataset_args(parser: argparse.ArgumentParser, data_dir_required: bool = Fal
                         help="local split/metadata files instead of fetching (env MARBLE_EVAL_REFERENCE_DIR)")
     parser.add_argument("--metadata", type=Path, default=None,
                         help="label file: Dunya metadata JSON, FMA tracks.csv, or MTAT annotations_final.csv")
+    add_vocabulary_and_limit_args(parser)
 
 
 def _load(args: argparse.Namespace) -> Dataset:
@@ -59,7 +62,7 @@ def _load(args: argparse.Namespace) -> Dataset:
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise MarbleEvalError(f"{args.data_dir}: --data-dir is not a directory")
     return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=args.reference_dir,
-                        metadata=args.metadata, allow_unlabelled=True)
+                        metadata=args.metadata, allow_unlabelled=True, vocabulary=args.vocabulary, limit=args.limit)
 
 
 def run_describe(args: argparse.Namespace) -> int:
@@ -73,7 +76,7 @@ def run_describe(args: argparse.Namespace) -> int:
     console = console if console.is_terminal else Console(width=120)
     sizes = " / ".join(f"{summary['splits'][split]['n_items']:,}" for split in SPLITS)
     console.print(f"[bold]{summary['name']}[/] (version {summary['version']}, {summary['task']}): "
-                  f"train / valid / test = {sizes}, {len(summary['tags'])} tags")
+                  f"train / valid / test = {sizes}, {len(summary['tags'])} tags ({summary['vocabulary_source']})")
     if summary["missing_audio"] is not None:
         console.print(f"missing audio: {summary['missing_audio']:,} of "
                       f"{sum(s['n_items'] for s in summary['splits'].values()):,} items")
@@ -112,18 +115,19 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         for problem in problems:
             print(f"{problem.kind}: {problem.path} ({problem.reason})")
-        missing = sum(problem.kind == "missing" for problem in problems)
+        kinds = Counter(problem.kind for problem in problems)
+        refused = f", {kinds['refused']:,} refused (outside the data dir)" if kinds["refused"] else ""
         print(f"{dataset.name}: {len(dataset.items) - len(problems):,} of {len(dataset.items):,} items OK, "
-              f"{missing:,} missing, {len(problems) - missing:,} corrupt")
+              f"{kinds['missing']:,} missing, {kinds['corrupt']:,} corrupt{refused}")
     return 1 if problems else 0
 
 
 def run_fetch_dunya(args: argparse.Namespace) -> int:
     from marble_eval.datasets.assemble import options, reference
-    from marble_eval.datasets.sources.dunya import DunyaOptions
-    from marble_eval.datasets.sources.dunya_api import DEFAULT_API, fetch_metadata
     from marble_eval.datasets.readers import read_string_array
     from marble_eval.datasets.registry import LoadContext, load_spec
+    from marble_eval.datasets.sources.dunya import DunyaOptions
+    from marble_eval.datasets.sources.dunya_api import DEFAULT_API, fetch_metadata
     from marble_eval.progress import progress_bar
 
     spec = load_spec(args.dataset)

@@ -33,6 +33,7 @@ def dataset_rows() -> list[dict[str, Any]]:
             continue
         rows.append({"name": spec.name, "task": spec.task, "version": spec.version, "source": spec.source,
                      "sizes": dict(spec.sizes) if spec.sizes else None, "labels": labels_summary(spec),
+                     "published_vocabulary": published_list(spec),
                      "max_seconds": spec.audio.max_seconds, "description": spec.description})
     return rows
 
@@ -48,6 +49,12 @@ def labels_summary(spec: BenchmarkSpec) -> str:
     if rule.rule == "fixed":
         return f"{len(rule.tags or [])} fixed tags"
     return f"published list ({spec.files[rule.file].path.rsplit('/', 1)[-1]})"
+
+
+def published_list(spec: BenchmarkSpec) -> str | None:
+    """The reference file `--vocabulary published` takes the label set from, or None when there is none."""
+    key = spec.vocabulary.published_key()
+    return spec.files[key].path if key else None
 
 
 def run(args: argparse.Namespace) -> int:

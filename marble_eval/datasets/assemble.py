@@ -57,14 +57,17 @@ def finish(spec: BenchmarkSpec, context: LoadContext, items: list[Item], notes: 
                                   f"item {wrong.id!r} has {len(wrong.tags)}")
     published = _published(spec, context)
     if missing_labels is None:
-        vocabulary = _vocabulary(spec, context, items)
-        if published is not None and published != vocabulary:
+        vocabulary, source = _vocabulary(spec, context, items, published)
+        if source == "counted" and published is not None and published != vocabulary:
             notes.append(vocabulary_difference(vocabulary, published, spec.files[spec.vocabulary.compare_with].path))
+        if source != "counted":
+            notes.extend(_unlearnable(vocabulary, items, source))
     else:
-        vocabulary = _fallback_vocabulary(spec, context, published)
+        vocabulary, source = _fallback_vocabulary(spec, context, published)
     return Dataset(name=spec.name, task=spec.task, vocabulary=vocabulary, items=items, version=spec.version,
                    data_dir=context.data_dir, max_seconds=spec.audio.max_seconds,
-                   window_seconds=spec.audio.window_seconds, notes=notes, missing_labels=missing_labels)
+                   window_seconds=spec.audio.window_seconds, notes=notes, missing_labels=missing_labels,
+                   vocabulary_source=source)
 
 
 def vocabulary_difference(yours: list[str], published: list[str], where: str) -> str:
@@ -77,16 +80,31 @@ def vocabulary_difference(yours: list[str], published: list[str], where: str) ->
             f"only in the published: {', '.join(only_published) or '-'} (the labels' metadata date matters)")
 
 
-def _vocabulary(spec: BenchmarkSpec, context: LoadContext, items: list[Item]) -> list[str]:
+def _vocabulary(spec: BenchmarkSpec, context: LoadContext, items: list[Item],
+                published: list[str] | None) -> tuple[list[str], str]:
+    """(tags, vocabulary_source) by the YAML's rule, or the published list when --vocabulary published
+    (without one, the rule's; load_dataset then refuses the request)."""
     rule = spec.vocabulary
-    if rule.rule == "fixed":
-        return list(rule.tags or [])
     if rule.rule == "reference":
-        return read_tag_list(reference(spec, rule.file, context))
+        return read_tag_list(reference(spec, rule.file, context)), "published"
+    if context.vocabulary == "published" and published is not None:
+        return list(published), "published"
+    if rule.rule == "fixed":
+        return list(rule.tags or []), "fixed"
     splits = {"train": {"train"}, "training": {"train", "valid"}, "all": set(SPLITS)}[rule.count_over]
     counted = [item.tags for item in items if item.split in splits]
     n = rule.n if rule.rule == "top_n" and rule.n else len({tag for tags in counted for tag in tags})
-    return top_n_vocabulary(counted, n)
+    return top_n_vocabulary(counted, n), "counted"
+
+
+def _unlearnable(vocabulary: list[str], items: list[Item], source: str) -> list[str]:
+    """A note naming the tags of a published or fixed vocabulary that no train item has."""
+    present = {tag for item in items if item.split == "train" for tag in item.tags}
+    absent = [tag for tag in vocabulary if tag not in present]
+    if not absent:
+        return []
+    return [f"{len(absent)} of the {len(vocabulary)} {source} tags have no positive train item, so the probe "
+            f"cannot learn them: {', '.join(absent)}"]
 
 
 def _published(spec: BenchmarkSpec, context: LoadContext) -> list[str] | None:
@@ -94,11 +112,12 @@ def _published(spec: BenchmarkSpec, context: LoadContext) -> list[str] | None:
     return read_tag_list(reference(spec, key, context)) if key else None
 
 
-def _fallback_vocabulary(spec: BenchmarkSpec, context: LoadContext, published: list[str] | None) -> list[str]:
-    rule = spec.vocabulary
-    if rule.rule in ("fixed", "reference"):
-        return _vocabulary(spec, context, [])
-    return published or []
+def _fallback_vocabulary(spec: BenchmarkSpec, context: LoadContext,
+                         published: list[str] | None) -> tuple[list[str], str]:
+    """The vocabulary shown when labels are unavailable: the YAML's fixed or published list."""
+    if spec.vocabulary.rule in ("fixed", "reference") or context.vocabulary == "published":
+        return _vocabulary(spec, context, [], published)
+    return (list(published), "published") if published is not None else ([], "counted")
 
 
 def _sizes(sizes: dict[str, int]) -> str:

@@ -12,14 +12,17 @@ import numpy as np
 from marble_eval.errors import MarbleEvalError
 
 
-def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = (),
+              problems: list[tuple[int, str]] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each data row of a delimited text file with a header line.
 
-    Every row must have as many fields as the header, and the header must name ``required``.
+    Every row must have as many fields as the header, and the header must name ``required``. A UTF-8
+    byte-order mark (Excel's "CSV UTF-8") is ignored. A bad row raises, or, when ``problems`` is a
+    list, is appended to it as (line, what is wrong) and skipped, so that all of them can be reported.
     """
     path = Path(path)
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
     with handle:
@@ -28,26 +31,51 @@ def read_rows(path: Path, delimiter: str, required: tuple[str, ...] = ()) -> Ite
             header = next(reader)
         except StopIteration:
             raise MarbleEvalError(f"{path}: empty file; expected a header line") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, 0, exc) from None
+        except csv.Error as exc:
             raise MarbleEvalError(f"{path}: line 1: {exc}") from None
         missing = [name for name in required if name not in header]
         if missing:
             raise MarbleEvalError(f"{path}: line 1: header lacks column(s) {', '.join(missing)}; "
                                   f"expected {', '.join(required)}")
+        kind = "tab-separated" if delimiter == "\t" else f"{delimiter!r}-separated"
         while True:
             try:
                 fields = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise MarbleEvalError(f"{path}: line {reader.line_num}: {exc}") from None
-            if not fields:
-                continue  # blank line
-            if len(fields) != len(header):
-                kind = "tab-separated" if delimiter == "\t" else f"{delimiter!r}-separated"
-                raise MarbleEvalError(f"{path}: line {reader.line_num}: expected {len(header)} {kind} fields "
-                                      f"as in the header, found {len(fields)}; fix that row")
-            yield reader.line_num, dict(zip(header, fields))
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, reader.line_num, exc) from None
+            except csv.Error as exc:
+                problem = str(exc)
+            else:
+                if not fields:
+                    continue  # blank line
+                if len(fields) == len(header):
+                    yield reader.line_num, dict(zip(header, fields))
+                    continue
+                problem = f"expected {len(header)} {kind} fields as in the header, found {len(fields)}; fix that row"
+            if problems is None:
+                raise MarbleEvalError(f"{path}: line {reader.line_num}: {problem}")
+            problems.append((reader.line_num, problem))
+
+
+def not_utf8(path: Path, lines_read: int, exc: UnicodeDecodeError) -> MarbleEvalError:
+    """The one-line error for a text file that is not UTF-8 (text is decoded in blocks: the line is a lower bound)."""
+    where = f" after line {lines_read}" if lines_read else ""
+    return MarbleEvalError(f"{path}: not UTF-8 text{where} ({exc.reason}); save it as UTF-8")
+
+
+def bad_rows_message(path: Path, problems: list[tuple[int, str]], shown: int = 10) -> str:
+    """One line listing the first ``shown`` (line, problem) pairs of ``path`` and how many more there are."""
+    problems = sorted(problems)
+    if len(problems) == 1:
+        line, problem = problems[0]
+        return f"{path}: line {line}: {problem}"
+    listed = "; ".join(f"line {line}: {problem}" for line, problem in problems[:shown])
+    more = f"; and {len(problems) - shown:,} more" if len(problems) > shown else ""
+    return f"{path}: {len(problems):,} bad rows: {listed}{more}; fix them and rerun"
 
 
 def read_string_array(path: Path) -> list[str]:
@@ -74,9 +102,11 @@ def read_json(path: Path) -> Any:
     """Parsed JSON, or a one-line error naming the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, 0, exc) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from marble_eval.datasets.spec import BenchmarkSpec, RemoteFile
 from marble_eval.errors import MarbleEvalError
+from marble_eval.files import atomic_write_bytes, sha256_file
 from marble_eval.paths import cache_root
 
 REFERENCE_ENV = "MARBLE_EVAL_REFERENCE_DIR"
@@ -37,15 +37,6 @@ def reference_cache(cache_dir: Path | None = None) -> Path:
     return Path(cache_dir) / "reference" if cache_dir else cache_root() / "reference"
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_file(spec: BenchmarkSpec, key: str, reference: Path | None = None,
                  cache_dir: Path | None = None) -> Path:
     """Local path of ``spec.files[key]``, its sha256 verified (fetching or building it if needed)."""
@@ -61,7 +52,7 @@ def resolve_file(spec: BenchmarkSpec, key: str, reference: Path | None = None,
         _check_hash(path, entry.sha256, str(path))
         return path
     target = reference_cache(cache_dir) / entry.path
-    if target.is_file() and sha256_of(target) == entry.sha256:
+    if target.is_file() and sha256_file(target) == entry.sha256:
         return target
     if entry.url is not None:
         _store(download(entry.url), target, entry.sha256, entry.url)
@@ -84,7 +75,7 @@ def download(url: str) -> bytes:
 
 
 def _check_hash(path: Path, expected: str, where: str) -> None:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise MarbleEvalError(f"{where}: sha256 mismatch (got {actual[:16]}..., expected {expected[:16]}...); "
                               "the file is not the published one: replace it")
@@ -96,17 +87,14 @@ def _store(data: bytes, target: Path, expected: str, where: str) -> None:
         raise MarbleEvalError(f"{where}: sha256 mismatch (got {actual[:16]}..., expected {expected[:16]}...); "
                               "nothing was saved: the source changed or the download was corrupted")
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temporary, target)
+    atomic_write_bytes(target, data)
 
 
 def _build(spec: BenchmarkSpec, entry: RemoteFile, reference: Path | None, cache_dir: Path | None) -> bytes:
     assert entry.built_from is not None
     recipe = entry.built_from
     if recipe.recipe == "mtat_train_list":
-        from marble_eval.datasets.sources.mtat import build_split_file
+        from marble_eval.datasets.sources.mtat_files import build_split_file
 
         index = resolve_file(spec, recipe.index, reference, cache_dir)
         return build_split_file(download(recipe.url), index, recipe.url)

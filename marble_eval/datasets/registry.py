@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from marble_eval.configs import load_config
-from marble_eval.datasets.base import Dataset
+from marble_eval.datasets.base import VOCABULARY_CHOICES, Dataset, check_limit
 from marble_eval.datasets.spec import BenchmarkSpec
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import benchmarks_dir
@@ -34,6 +34,7 @@ class LoadContext:
     cache_dir: Path | None = None       # None: marble_eval.paths.cache_root()
     metadata: Path | None = None        # the user's label file (Dunya JSON, FMA tracks.csv, MTAT annotations)
     spec_dir: Path | None = None        # folder of the YAML (relative manifest paths start there)
+    vocabulary: str = "counted"         # --vocabulary: "counted" (the YAML's rule) or "published"
 
 
 def known_datasets() -> list[str]:
@@ -67,14 +68,21 @@ def source_loader(source: str, where: str) -> Callable[[BenchmarkSpec, LoadConte
 
 def load_dataset(name: str, data_dir: Path | None = None, reference_dir: Path | None = None,
                  cache_dir: Path | None = None, metadata: Path | None = None,
-                 allow_unlabelled: bool = False) -> Dataset:
+                 allow_unlabelled: bool = False, vocabulary: str = "counted", limit: int | None = None) -> Dataset:
     """Load a dataset by name or YAML path; ``data_dir`` holds its audio.
 
     Reference files come from ``reference_dir`` (or $MARBLE_EVAL_REFERENCE_DIR), else are fetched into
     ``cache_dir`` and sha256-checked. ``metadata`` is the user's label file where a dataset needs one.
     A dataset whose labels are unavailable raises unless ``allow_unlabelled`` (then
-    ``Dataset.missing_labels`` says why and how to get them).
+    ``Dataset.missing_labels`` says why and how to get them). ``vocabulary``: "counted" builds the
+    label set by the YAML's rule; "published" takes the dataset's published tag list (LC-Protonets'
+    "train" list for makam, hindustani, carnatic) in its order. ``limit``: keep the first N items of
+    each split (a smoke run; the vocabulary is the full dataset's). Both are recorded on the Dataset
+    (``vocabulary_source``, ``limit``) and in its ``identity()``.
     """
+    if vocabulary not in VOCABULARY_CHOICES:
+        raise MarbleEvalError(f"--vocabulary {vocabulary!r}: use one of {', '.join(VOCABULARY_CHOICES)}")
+    check_limit(limit)
     spec = load_spec(name)
     path = spec_path(name)
     context = LoadContext(
@@ -83,11 +91,17 @@ def load_dataset(name: str, data_dir: Path | None = None, reference_dir: Path | 
         cache_dir=Path(cache_dir) if cache_dir else None,
         metadata=Path(metadata) if metadata else None,
         spec_dir=path.resolve().parent,
+        vocabulary=vocabulary,
     )
     dataset = source_loader(spec.source, _where_key(path, "source"))(spec, context)
+    dataset.dataset_arg = str(name)  # hints then name the exact --dataset that works (a custom YAML by path)
+    if vocabulary == "published" and dataset.vocabulary_source != "published":
+        raise MarbleEvalError(f"{spec.name}: --vocabulary published needs a published tag list (vocabulary."
+                              f"compare_with in its YAML), and this dataset has none (its vocabulary is "
+                              f"{dataset.vocabulary_source}); use --vocabulary counted")
     if dataset.missing_labels and not allow_unlabelled:
         raise MarbleEvalError(dataset.missing_labels)
-    return dataset
+    return dataset.first(limit) if limit is not None else dataset
 
 
 def _where_key(path: Path, key: str) -> str:

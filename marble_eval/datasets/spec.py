@@ -49,6 +49,10 @@ class VocabularyRule:
     file: str | None = None          # rule "reference": `files` key holding the ordered list
     compare_with: str | None = None  # `files` key of a published list; differences go to Dataset.notes
 
+    def published_key(self) -> str | None:
+        """The ``files`` key of the published tag list (what --vocabulary published uses), or None."""
+        return self.file if self.rule == "reference" else self.compare_with
+
     @model_validator(mode="after")
     def _complete(self) -> "VocabularyRule":
         if self.rule == "fixed" and not self.tags:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from marble_eval.features.audio import audio_info, load_audio
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
+from marble_eval.features.audio import audio_info, load_audio
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class AudioProblem:
 
     item: Item
     path: str
-    kind: str    # "missing" or "corrupt"
+    kind: str    # "missing", "corrupt", or "refused" (its path leads out of the data dir)
     reason: str
 
 
@@ -37,35 +38,53 @@ def describe(dataset: Dataset, check_audio_presence: bool = True) -> dict[str, A
     if dataset.data_dir is not None and check_audio_presence:
         missing = len(missing_audio(dataset))
     return {"name": dataset.name, "task": dataset.task, "version": dataset.version, "tags": list(dataset.vocabulary),
+            "vocabulary_source": dataset.vocabulary_source, "limit": dataset.limit,
             "splits": splits, "missing_audio": missing, "missing_labels": dataset.missing_labels,
             "notes": list(dataset.notes)}
 
 
 def missing_audio(dataset: Dataset) -> list[Item]:
-    """Items whose audio file does not exist under the data dir (no decoding)."""
-    return [item for item in dataset.items if not dataset.audio_path(item).is_file()]
+    """Items whose audio file does not exist under the data dir, or is refused there (no decoding)."""
+    return [item for item in dataset.items if _usable_path(dataset, item) is None]
+
+
+def _usable_path(dataset: Dataset, item: Item) -> Path | None:
+    try:
+        path = dataset.audio_path(item)
+    except MarbleEvalError:
+        return None
+    return path if path.is_file() else None
 
 
 def check_audio(dataset: Dataset, decode: bool = True, advance: Callable[[], None] | None = None) -> list[AudioProblem]:
     """Every item's audio present and readable; with ``decode``, decoded up to the dataset's max_seconds."""
-    if dataset.data_dir is None:
-        raise MarbleEvalError(f"{dataset.name}: no data dir; pass --data-dir DIR")
+    data_dir = dataset.require_data_dir()
     problems = []
     for item in dataset.items:
-        path = dataset.audio_path(item)
-        if not path.is_file():
-            problems.append(AudioProblem(item, str(path), "missing", "file not found"))
-        else:
-            try:
-                info = audio_info(path)
-                if decode:
-                    load_audio(path, info.sample_rate, dataset.max_seconds)
-                elif info.frames <= 0:
-                    raise AudioError(f"{path}: no audio frames")
-            except AudioError as exc:
-                reason = str(exc)
-                reason = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
-                problems.append(AudioProblem(item, str(path), "corrupt", reason))
+        problem = audio_problem(dataset, item, data_dir, decode)
+        if problem is not None:
+            problems.append(problem)
         if advance:
             advance()
     return problems
+
+
+def audio_problem(dataset: Dataset, item: Item, data_dir: Path, decode: bool = True) -> AudioProblem | None:
+    """Why ``item``'s audio cannot be used (refused path, missing, corrupt), or None when it can."""
+    try:
+        path = dataset.audio_path(item)
+    except MarbleEvalError as exc:
+        return AudioProblem(item, str(Path(data_dir) / item.path), "refused", str(exc))
+    if not path.is_file():
+        return AudioProblem(item, str(path), "missing", "file not found")
+    try:
+        info = audio_info(path)
+        if decode:
+            load_audio(path, info.sample_rate, dataset.max_seconds)
+        elif info.frames <= 0:
+            raise AudioError(f"{path}: no audio frames")
+    except AudioError as exc:
+        reason = str(exc)
+        reason = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
+        return AudioProblem(item, str(path), "corrupt", reason)
+    return None

@@ -106,4 +106,4 @@ def load(spec: BenchmarkSpec, context) -> Dataset:
                  for row in csv.DictReader(handle)]
     return Dataset(name=spec.name, task=spec.task, vocabulary=list(TAGS), items=items, version=spec.version,
                    data_dir=Path(directory), max_seconds=spec.audio.max_seconds,
-                   window_seconds=spec.audio.window_seconds)
+                   window_seconds=spec.audio.window_seconds, vocabulary_source="fixed")

@@ -2,7 +2,10 @@
 
 CSV: a header with ``path``, ``split`` and ``labels`` (or ``tags``), optionally ``id``; labels are
 joined by ``options.separator`` ("|"). JSONL: one object per line with the same keys, labels a
-list (or a joined string). Audio paths are relative to --data-dir and may never leave it.
+list (or a joined string). Both may start with a UTF-8 byte-order mark (Excel). Audio paths are
+relative to --data-dir and may never leave it: a path that climbs out is a bad row; a symlink that
+leads out is refused for that item only, when its audio is opened (Dataset.audio_path).
+Every bad row is reported in one message (the first ten, and how many more).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from pydantic.dataclasses import dataclass
 
 from marble_eval.datasets.assemble import finish, options
-from marble_eval.datasets.base import SPLITS, Dataset, Item, safe_join
-from marble_eval.datasets.readers import read_rows
+from marble_eval.datasets.base import SPLITS, Dataset, Item, escapes
+from marble_eval.datasets.readers import bad_rows_message, not_utf8, read_rows
 from marble_eval.datasets.spec import STRICT, BenchmarkSpec
 from marble_eval.errors import MarbleEvalError
 
@@ -31,25 +34,29 @@ class ManifestOptions:
     separator: str = "|"     # between labels in a CSV cell (or a JSONL string)
 
 
+class _BadRow(ValueError):
+    """What is wrong with one manifest row (collected, then reported together)."""
+
+
 def load(spec: BenchmarkSpec, context: LoadContext) -> Dataset:
-    """Items of the manifest; paths checked against the data dir."""
+    """Items of the manifest; every bad row reported at once."""
     opts = options(ManifestOptions, spec)
     path = manifest_path(opts, context)
-    rows = read_jsonl(path) if path.suffix == ".jsonl" else read_csv(path)
+    problems: list[tuple[int, str]] = []
+    rows = read_jsonl(path, problems) if path.suffix == ".jsonl" else read_csv(path, problems)
     items, seen = [], {}
-    # the data dir may be unknown (describe without audio): check escapes against a stand-in root
-    root = Path(context.data_dir) if context.data_dir else Path("/data-dir")
     for line, row in rows:
-        item = _item(row, opts.separator, path, line)
         try:
-            safe_join(root, item.path)
-        except MarbleEvalError:
-            raise MarbleEvalError(f"{path}: line {line}: audio path {item.path!r} escapes the data dir; "
-                                  "use a path relative to --data-dir") from None
-        if item.id in seen:
-            raise MarbleEvalError(f"{path}: line {line}: id {item.id!r} repeats line {seen[item.id]}")
+            item = _item(row, opts.separator)
+            if item.id in seen:
+                raise _BadRow(f"id {item.id!r} repeats line {seen[item.id]}")
+        except _BadRow as exc:
+            problems.append((line, str(exc)))
+            continue
         seen[item.id] = line
         items.append(item)
+    if problems:
+        raise MarbleEvalError(bad_rows_message(path, problems))
     if not items:
         raise MarbleEvalError(f"{path}: no rows")
     return finish(spec, context, items)
@@ -65,41 +72,58 @@ def manifest_path(opts: ManifestOptions, context: LoadContext) -> Path:
     return path
 
 
-def read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, row) of a CSV manifest."""
-    return read_rows(path, ",", ("path", "split"))
+def read_csv(path: Path, problems: list[tuple[int, str]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, row) of a CSV manifest; malformed rows go to ``problems`` when given."""
+    return read_rows(path, ",", ("path", "split"), problems)
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, object) of a JSONL manifest; blank lines skipped."""
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
+def read_jsonl(path: Path, problems: list[tuple[int, str]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) of a JSONL manifest; blank lines skipped, malformed ones to ``problems`` when given."""
+    try:
+        handle = open(path, encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise MarbleEvalError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
+    with handle:
+        line = 0
+        while True:
+            try:
+                text = next(handle, None)
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, line, exc) from None
+            if text is None:
+                return
+            line += 1
             if not text.strip():
                 continue
             try:
                 row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MarbleEvalError(f"{path}: line {line}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise MarbleEvalError(f"{path}: line {line}: expected a JSON object with path, split, labels")
+                if not isinstance(row, dict):
+                    raise _BadRow("expected a JSON object with path, split, labels")
+            except (json.JSONDecodeError, _BadRow) as exc:
+                problem = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                if problems is None:
+                    raise MarbleEvalError(f"{path}: line {line}: {problem}") from None
+                problems.append((line, problem))
+                continue
             yield line, row
 
 
-def _item(row: dict[str, Any], separator: str, path: Path, line: int) -> Item:
-    where = f"{path}: line {line}"
+def _item(row: dict[str, Any], separator: str) -> Item:
     if "labels" in row and "tags" in row:
-        raise MarbleEvalError(f"{where}: give labels or tags, not both")
+        raise _BadRow("give labels or tags, not both")
     for key in ("path", "split"):
         if not isinstance(row.get(key), str) or not row[key]:
-            raise MarbleEvalError(f"{where}: missing or empty {key!r}")
+            raise _BadRow(f"missing or empty {key!r}")
     if row["split"] not in SPLITS:
-        raise MarbleEvalError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+        raise _BadRow(f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
+    if escapes(row["path"]):
+        raise _BadRow(f"audio path {row['path']!r} escapes the data dir; use a path relative to --data-dir")
     labels = row.get("labels", row.get("tags", []))
     if isinstance(labels, str):
         labels = [label for label in labels.split(separator) if label]
     if not isinstance(labels, list) or not all(isinstance(label, str) and label for label in labels):
-        raise MarbleEvalError(f"{where}: labels must be a list of non-empty strings (or a {separator!r}-joined string)")
+        raise _BadRow(f"labels must be a list of non-empty strings (or a {separator!r}-joined string)")
     item_id = row.get("id") or row["path"]
     if not isinstance(item_id, str):
-        raise MarbleEvalError(f"{where}: id must be a string")
+        raise _BadRow("id must be a string")
     return Item(id=item_id, split=row["split"], path=row["path"], tags=tuple(dict.fromkeys(labels)))

@@ -3,19 +3,16 @@ MagnaTagATune; tags from the distribution's annotations_final.csv in --data-dir 
 
 from __future__ import annotations
 
-import io
-import pickletools
-from dataclasses import dataclass as plain_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from marble_eval.datasets.assemble import audio_path, finish, options, reference
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.datasets.readers import read_rows, read_string_array
+from marble_eval.datasets.sources.mtat_files import Clip, read_index
 from marble_eval.datasets.spec import STRICT, BenchmarkSpec
 from marble_eval.errors import MarbleEvalError
 
@@ -30,15 +27,6 @@ class MtatOptions:
     annotations: str = "annotations_final.csv"   # relative to --data-dir (or --metadata PATH)
     folders: dict[str, str] = Field(default_factory=lambda: {"train": "0123456789ab", "valid": "c", "test": "def"})
     exclude: list[str] = Field(default_factory=list)  # mp3 paths left out of the folder split
-
-
-@plain_dataclass(frozen=True)
-class Clip:
-    """One data row of annotations_final.csv (or of index_mtt.tsv, without tags)."""
-
-    clip_id: str
-    path: str
-    tags: tuple[str, ...] = ()
 
 
 def load_split_files(spec: BenchmarkSpec, context: LoadContext) -> Dataset:
@@ -102,51 +90,6 @@ def read_annotations(path: Path) -> list[Clip]:
             raise MarbleEvalError(f"{path}: line {line}: empty mp3_path")
         clips.append(Clip(row["clip_id"], row["mp3_path"], tuple(name for name in tags if row[name] == "1")))
     return clips
-
-
-def read_index(path: Path) -> list[Clip]:
-    """index_mtt.tsv: "clip_id<TAB>path" per line, no header, in annotations_final.csv order."""
-    clips = []
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            fields = text.rstrip("\n").split("\t")
-            if len(fields) != 2 or not all(fields):
-                raise MarbleEvalError(f"{path}: line {line}: expected clip_id<TAB>path, found {text.strip()!r}")
-            clips.append(Clip(fields[0], fields[1]))
-    return clips
-
-
-def build_split_file(pickled_list: bytes, index_path: Path, where: str) -> bytes:
-    """train.npy bytes from jongpillee's train_list_pub.cP (a pickled list of "<dir>/<clip>.npy") and
-    index_mtt.tsv: "<row>\\t<dir>/<clip>.mp3" in row order, saved with np.save.
-
-    The pickle is read with pickletools (a disassembler: nothing is constructed or imported); any
-    opcode other than containers and strings is refused. The caller checks the result's sha256.
-    """
-    names = _pickled_strings(pickled_list, where)
-    wanted = {name[: -len(".npy")] + ".mp3" if name.endswith(".npy") else name for name in names}
-    rows = [f"{row}\t{clip.path}" for row, clip in enumerate(read_index(index_path)) if clip.path in wanted]
-    buffer = io.BytesIO()
-    np.save(buffer, np.array(rows))
-    return buffer.getvalue()
-
-
-_SAFE_OPCODES = {"PROTO", "FRAME", "MARK", "EMPTY_LIST", "LIST", "APPEND", "APPENDS", "PUT", "BINPUT", "LONG_BINPUT",
-                 "MEMOIZE", "GET", "BINGET", "LONG_BINGET", "STOP", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE",
-                 "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
-
-
-def _pickled_strings(data: bytes, where: str) -> list[str]:
-    strings = []
-    try:
-        for opcode, argument, _ in pickletools.genops(data):
-            if opcode.name not in _SAFE_OPCODES:
-                raise MarbleEvalError(f"{where}: pickle opcode {opcode.name} is not allowed in a list of names; refused")
-            if "STRING" in opcode.name or "UNICODE" in opcode.name:
-                strings.append(argument.decode("latin-1") if isinstance(argument, bytes) else argument)
-    except ValueError as exc:
-        raise MarbleEvalError(f"{where}: not a pickled list of names ({exc})") from None
-    return strings
 
 
 def _split_entry(entry: str, path: Path, position: int) -> tuple[int, str]:
