@@ -204,12 +204,12 @@ def recipe_for(protocol: Protocol) -> ProbeRecipe:
     return dataclasses.replace(base, **fields) if fields else base
 
 
-def as_dataset(dataset: str | Path | Dataset, data_dir: Path | str | None = None,
+def as_dataset(dataset: str | Path | Dataset, data_dir: Path | str | None = None, vocabulary: str = "counted",
                options: dict[str, Any] | None = None) -> Dataset:
-    """``dataset`` itself, or the dataset it names loaded with ``data_dir`` and ``options``."""
+    """``dataset`` itself, or the dataset it names loaded with ``data_dir``, ``vocabulary`` and ``options``."""
     if isinstance(dataset, Dataset):
         return dataset
-    return load_dataset(dataset, data_dir=data_dir, **(options or {}))
+    return load_dataset(dataset, data_dir=data_dir, vocabulary=vocabulary, **(options or {}))
 
 
 def as_model(model: str | AudioEncoder, device: str = "cpu", options: dict[str, Any] | None = None) -> AudioEncoder:
@@ -220,20 +220,24 @@ def as_model(model: str | AudioEncoder, device: str = "cpu", options: dict[str, 
                                               if value is not None})
 
 
-def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
-            data_dir: Path | str | None = None, cache_dir: Path | str | None = None, device: str = "cpu",
-            precision: str | None = None, window_seconds: float | None = None, max_seconds: float | None = None,
+def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
+            protocol: str | Path | Protocol | None = None, data_dir: Path | str | None = None,
+            cache_dir: Path | str | None = None, device: str = "cpu", precision: str | None = None,
+            window_seconds: float | None = None, max_seconds: float | None = None, vocabulary: str | None = None,
             storage: str = "fp16", show_progress: bool = False, model_options: dict[str, Any] | None = None,
             dataset_options: dict[str, Any] | None = None, log: Log | None = None, **run: Any) -> ExtractSummary:
     """Fill the feature cache of ``model`` x ``dataset`` (resumable; bad audio skipped and listed).
 
     ``run`` takes the speed-only settings of ExtractSettings (batch_size, num_workers, ...).
+    Settings, the device and the dataset are checked before the model loads.
     """
     from marble_eval.features.extract import extract_dataset
 
-    chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds)
+    chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds,
+                              vocabulary=vocabulary)
     settings = extraction_settings(chosen, storage=storage, **run)
-    dataset = as_dataset(dataset, data_dir, dataset_options)
+    dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
+    dataset.check_ready(need_audio=True)
     model = as_model(model, device, model_options)
     summary = extract_dataset(model, dataset, features_root(cache_dir), settings, show_progress=show_progress)
     for line in summary.lines() if log else ():
@@ -241,14 +245,14 @@ def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protoco
     return summary
 
 
-def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
-          recipe: str | Path | None = None, seeds: Seeds = None, grid: str | None = None,
-          lrs: Sequence[float] | None = None, layers: Sequence[int | str] | None = None,
+def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
+          protocol: str | Path | Protocol | None = None, recipe: str | Path | None = None, seeds: Seeds = None,
+          grid: str | None = None, lrs: Sequence[float] | None = None, layers: Sequence[int | str] | None = None,
           data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
           results_dir: Path | str | None = "results", precision: str | None = None,
-          window_seconds: float | None = None, max_seconds: float | None = None, storage: str = "fp16",
-          max_epochs: int | None = None, threads: int | None = None, name: str | None = None,
-          overwrite: bool = False, show_progress: bool = False, device: str = "cpu",
+          window_seconds: float | None = None, max_seconds: float | None = None, vocabulary: str | None = None,
+          storage: str = "fp16", max_epochs: int | None = None, threads: int | None = None,
+          name: str | None = None, overwrite: bool = False, show_progress: bool = False, device: str = "cpu",
           model_options: dict[str, Any] | None = None, dataset_options: dict[str, Any] | None = None,
           log: Log | None = None, **choices: str | None) -> dict[str, Any]:
     """Train the protocol's probe grid on the cached features, select on validation, write the result.
@@ -258,8 +262,9 @@ def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol:
     """
     chosen = resolve_protocol(protocol, recipe=None if recipe is None else str(recipe), grid=grid,
                               seeds=seed_list(seeds), precision=precision, window_seconds=window_seconds,
-                              max_seconds=max_seconds, **choices)
-    dataset = as_dataset(dataset, data_dir, dataset_options)
+                              max_seconds=max_seconds, vocabulary=vocabulary, **choices)
+    dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
+    dataset.check_ready(need_audio=False)
     model = as_model(model, device, model_options)
     settings = extraction_settings(chosen, storage=storage)
     cache = open_cache(features_root(cache_dir), model, dataset, settings)
@@ -270,6 +275,9 @@ def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol:
                                                      threads=threads)
     result["protocol"].update(chosen.record(cache.key.window_seconds, cache.key.max_seconds))
     result["model"]["name"] = name or model.info.model_id
+    result["dataset"].update({"identity": dataset.identity(), "vocabulary_source": dataset.vocabulary_source,
+                              "limit": dataset.limit,
+                              "data_dir": str(dataset.data_dir) if dataset.data_dir else None})
     if results_dir is not None:
         path = write_result(Path(results_dir), result)
         if predictions.probs:
@@ -294,25 +302,27 @@ def summary_line(result: dict[str, Any]) -> str:
     return f"{result['model']['name']} on {result['dataset']['name']}: {'  '.join(parts)}  (selected {chosen})"
 
 
-def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, *, protocol: str | Path | None = None,
-             recipe: str | Path | None = None, seeds: Seeds = None, grid: str | None = None,
-             data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
+             protocol: str | Path | Protocol | None = None, recipe: str | Path | None = None, seeds: Seeds = None,
+             grid: str | None = None, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
              results_dir: Path | str | None = "results", device: str = "cpu", precision: str | None = None,
-             window_seconds: float | None = None, max_seconds: float | None = None, storage: str = "fp16",
-             show_progress: bool = False, model_options: dict[str, Any] | None = None,
+             window_seconds: float | None = None, max_seconds: float | None = None, vocabulary: str | None = None,
+             storage: str = "fp16", show_progress: bool = False, model_options: dict[str, Any] | None = None,
              dataset_options: dict[str, Any] | None = None, extract_options: dict[str, Any] | None = None,
              log: Log | None = None, **probe_options: Any) -> dict[str, Any]:
     """The whole benchmark for one (model, dataset): extract what is not cached, probe, write the result.
 
     ``extract_options`` go to ``extract`` (batch_size, num_workers, ...), ``probe_options`` to ``probe``.
     """
-    dataset = as_dataset(dataset, data_dir, dataset_options)
-    model = as_model(model, device, model_options)
-    common = {"protocol": protocol, "cache_dir": cache_dir, "precision": precision, "storage": storage,
-              "window_seconds": window_seconds, "max_seconds": max_seconds, "show_progress": show_progress,
-              "log": log}
+    chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds,
+                              vocabulary=vocabulary)
+    dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
+    dataset.check_ready(need_audio=True)
     for note in dataset.notes if log else ():
         log(f"note: {note}")
+    model = as_model(model, device, model_options)
+    common = {"protocol": chosen, "cache_dir": cache_dir, "storage": storage, "show_progress": show_progress,
+              "log": log}
     extract(model, dataset, **common, **(extract_options or {}))
     return probe(model, dataset, recipe=recipe, seeds=seeds, grid=grid, results_dir=results_dir, **common,
                  **probe_options)
@@ -367,7 +377,10 @@ def evaluate_suite(models: Sequence[str | AudioEncoder], datasets: str | Sequenc
         entry = config.get(name) or config.get(Path(name).stem)
         options_for = {**(dataset_options or {}), **(entry.options() if entry else {})}
         try:
-            dataset = load_dataset(name, data_dir=entry.data_dir if entry else data_dir, **options_for)
+            dataset = load_dataset(name, data_dir=entry.data_dir if entry else data_dir,
+                                   vocabulary=resolve_protocol(options.get("protocol"),
+                                                               vocabulary=options.get("vocabulary")).vocabulary,
+                                   **options_for)
         except MarbleEvalError as exc:
             outcomes += [PairOutcome(model_label(model), name, "failed", str(exc)) for model in models]
             continue

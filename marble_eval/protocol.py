@@ -91,21 +91,18 @@ class Protocol:
                 "window_seconds": window_seconds, "max_seconds": max_seconds}
 
 
-def resolve_protocol(name: str | Path | None = None, **overrides: Any) -> Protocol:
-    """The preset ``name`` (default: DEFAULT_PROTOCOL) with every non-None override applied.
+def resolve_protocol(name: str | Path | Protocol | None = None, **overrides: Any) -> Protocol:
+    """The preset ``name`` (default: DEFAULT_PROTOCOL; or an already resolved Protocol) with every
+    non-None override applied.
 
     ``overrides`` take the Protocol field names (recipe, grid, seeds, precision, vocabulary,
     window_seconds, max_seconds) and the probe fields of PROBE_FIELDS; unknown names are an error.
     """
-    preset = load_protocol(name or DEFAULT_PROTOCOL)
-    probe = dataclasses.asdict(preset.probe)
-    values: dict[str, Any] = {
-        "recipe": preset.recipe, "grid": preset.grid, "seeds": tuple(preset.seeds), "precision": preset.precision,
-        "vocabulary": preset.vocabulary,
-        "window_seconds": None if preset.window_seconds == FROM_DATASET else float(preset.window_seconds),
-        "max_seconds": preset.max_seconds,
-    }
-    changed = []
+    base = name if isinstance(name, Protocol) else preset_protocol(load_protocol(name or DEFAULT_PROTOCOL))
+    probe = dict(base.probe)
+    values: dict[str, Any] = {key: getattr(base, key) for key in
+                              ("recipe", "grid", "seeds", "precision", "vocabulary", "window_seconds", "max_seconds")}
+    changed = list(base.overrides)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -119,7 +116,15 @@ def resolve_protocol(name: str | Path | None = None, **overrides: Any) -> Protoc
             target = values
         else:
             raise MarbleEvalError(f"unknown protocol field {key!r}; known: {', '.join([*values, *PROBE_FIELDS])}")
-        if target[key] != value:
+        if target[key] != value and key not in changed:
             changed.append(key)
         target[key] = value
-    return Protocol(preset=preset.name, probe=probe, overrides=tuple(changed), **values)
+    return Protocol(preset=base.preset, probe=probe, overrides=tuple(changed), **values)
+
+
+def preset_protocol(preset: ProtocolPreset) -> Protocol:
+    """A preset as a Protocol without overrides."""
+    return Protocol(preset=preset.name, recipe=preset.recipe, grid=preset.grid, seeds=tuple(preset.seeds),
+                    precision=preset.precision, vocabulary=preset.vocabulary,
+                    window_seconds=None if preset.window_seconds == FROM_DATASET else float(preset.window_seconds),
+                    max_seconds=preset.max_seconds, probe=dataclasses.asdict(preset.probe))

@@ -52,9 +52,10 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 def add_vocabulary_and_limit_args(parser: argparse.ArgumentParser) -> None:
     from marble_eval.datasets.base import VOCABULARY_CHOICES
 
-    parser.add_argument("--vocabulary", default="counted", choices=VOCABULARY_CHOICES,
+    parser.add_argument("--vocabulary", default=None, choices=VOCABULARY_CHOICES,
                         help="label set: counted = the dataset's rule (top-N of train, ...); published = the "
-                             "published tag list in its order (makam, hindustani, carnatic) (default: counted)")
+                             "published tag list in its order (makam, hindustani, carnatic) (default: the "
+                             "protocol's, counted)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="smoke run: only the first N items of each split (recorded with the results)")
 
@@ -84,8 +85,9 @@ def reference_dir(args: argparse.Namespace) -> Path | None:
 
 def dataset_options(args: argparse.Namespace) -> dict:
     """The dataset keyword arguments of the pipeline functions, from --data-dir, --reference-dir, --metadata."""
-    return {"data_dir": args.data_dir,
-            "dataset_options": {"reference_dir": reference_dir(args), "metadata": args.metadata}}
+    return {"data_dir": args.data_dir, "vocabulary": getattr(args, "vocabulary", None),
+            "dataset_options": {"reference_dir": reference_dir(args), "metadata": args.metadata,
+                                "limit": getattr(args, "limit", None)}}
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -98,7 +100,7 @@ def load_dataset_from_args(args: argparse.Namespace):
     from marble_eval.datasets.registry import load_dataset
 
     return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args),
-                        metadata=args.metadata, vocabulary=getattr(args, "vocabulary", "counted"),
+                        metadata=args.metadata, vocabulary=getattr(args, "vocabulary", None) or "counted",
                         limit=getattr(args, "limit", None))
 
 
