@@ -1,4 +1,5 @@
-"""Tiny random HuBERT / wav2vec2 / WavLM / data2vec-audio checkpoints as transformers saves them (tests only)."""
+"""Tiny random HuBERT / wav2vec2 / WavLM / data2vec-audio checkpoints as transformers saves them, and a
+weights editor for the refusal tests (tests only)."""
 
 from __future__ import annotations
 
