@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -156,10 +157,7 @@ DELETED["ast"] = ("audio_spectrogram_transformer.encoder.layer.0.attention.atten
 
 @pytest.mark.parametrize("family", [*FAMILIES, "ast"])
 def test_a_deleted_weight_is_refused_naming_it(tmp_path: Path, checkpoints: dict[str, Path], family: str) -> None:
-    directory = tmp_path / family
-    directory.mkdir()
-    for file in checkpoints[family].iterdir():
-        (directory / file.name).write_bytes(file.read_bytes())
+    directory = shutil.copytree(checkpoints[family], tmp_path / family)
     saved, reported = DELETED[family]
     edit_weights(directory / "model.safetensors", delete=saved)
     with pytest.raises(MarbleEvalError, match=rf"model.safetensors: missing weight '{re.escape(reported)}' "
@@ -170,10 +168,7 @@ def test_a_deleted_weight_is_refused_naming_it(tmp_path: Path, checkpoints: dict
 
 @pytest.mark.parametrize("family", [*FAMILIES, "ast"])
 def test_an_extra_weight_is_refused_naming_it(tmp_path: Path, checkpoints: dict[str, Path], family: str) -> None:
-    directory = tmp_path / family
-    directory.mkdir()
-    for file in checkpoints[family].iterdir():
-        (directory / file.name).write_bytes(file.read_bytes())
+    directory = shutil.copytree(checkpoints[family], tmp_path / family)
     key = "encoder.layers.0.attention.extra_proj.weight"
     edit_weights(directory / "model.safetensors", add=key)
     with pytest.raises(MarbleEvalError, match=rf"unexpected weight '{re.escape(key)}' \(1 unexpected\)") as error:

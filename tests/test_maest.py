@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import ASTConfig, ASTForAudioClassification
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 

@@ -19,7 +19,7 @@ from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
 from marble_eval.models.spectrogram_transformer import (HEAD_KEYS, HIDDEN_STATE_LAYOUT, SpectrogramTransformerEncoder,
                                                          options_record)
-from marble_eval.models.token_pooling import DEFAULT_POOLING, pooled_width
+from marble_eval.models.token_pooling import DEFAULT_POOLING, check_pooling, pooled_width
 
 # ASTFeatureExtractor: Kaldi-style fbank, 25 ms frames every 10 ms at 16 kHz, no centring.
 FRAME_LENGTH = 400
@@ -63,7 +63,7 @@ def load_ast(model: ResolvedModel, family: str = "ast", pooling: str | None = No
     """Load an AST checkpoint in float32 (MAEST ones go to load_maest); ``pooling`` as in token_pooling.POOLINGS."""
     if is_maest_checkpoint(model):
         return load_maest(model, "maest", pooling)
-    pooling = pooling or DEFAULT_POOLING
+    pooling = check_pooling(pooling or DEFAULT_POOLING)
     config = build_config(ASTConfig, model.config())
     preprocessor = preprocessor_config(model)
     extractor = (ASTFeatureExtractor.from_pretrained(str(model.directory)) if preprocessor is not None

@@ -21,7 +21,7 @@ from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
 from marble_eval.models.spectrogram_transformer import (HEAD_KEYS, HIDDEN_STATE_LAYOUT, SpectrogramTransformerEncoder,
                                                          options_record)
-from marble_eval.models.token_pooling import DEFAULT_POOLING, pooled_width
+from marble_eval.models.token_pooling import DEFAULT_POOLING, check_pooling, pooled_width
 
 # preprocessor_config.json fields the front-end implements; any other value is refused.
 FRONT_END_FIELDS: dict[str, Any] = {
@@ -65,7 +65,7 @@ def maest_config(model: ResolvedModel) -> ASTConfig:
 
 def load_maest(model: ResolvedModel, family: str = "maest", pooling: str | None = None) -> MaestEncoder:
     """Load a MAEST checkpoint in float32; ``pooling`` is one of token_pooling.POOLINGS (default patch-mean)."""
-    pooling = pooling or DEFAULT_POOLING
+    pooling = check_pooling(pooling or DEFAULT_POOLING)
     config = maest_config(model)
     module = load_pretrained(ASTModel, model, config, family, allowed_unexpected=HEAD_KEYS)
     window = fe.window_samples(config.max_length)
