@@ -62,7 +62,6 @@ def maest_config(model: ResolvedModel) -> ASTConfig:
     return config
 
 
-
 def load_maest(model: ResolvedModel, family: str = "maest", pooling: str | None = None) -> MaestEncoder:
     """Load a MAEST checkpoint in float32; ``pooling`` is one of token_pooling.POOLINGS (default patch-mean)."""
     pooling = check_pooling(pooling or DEFAULT_POOLING)
