@@ -131,11 +131,14 @@ def _tiny_family_models(root: Path) -> dict[str, Path]:
 def test_every_family_runs_end_to_end(tmp_path, small_fixture_yaml):
     dataset = load_dataset(str(small_fixture_yaml), data_dir=tmp_path / "audio")
     recipe = load_recipe("linear")
-    for family, directory in _tiny_family_models(tmp_path / "models").items():
-        model = load_model(str(directory))
+    models = _tiny_family_models(tmp_path / "models")
+    runs = [(family, directory, None) for family, directory in models.items()]
+    runs.append(("maest", models["maest"], "cls-dist-patch-mean"))  # MAEST's paper embedding, 3 x D wide
+    for family, directory, pooling in runs:
+        model = load_model(str(directory), pooling=pooling)
         assert model.info.family == family
         summary = extract_dataset(model, dataset, tmp_path / "cache", ExtractSettings(), show_progress=False)
-        assert summary.extracted == 24 and not summary.failures, family
+        assert summary.extracted == 24 and not summary.failures, (family, pooling)
         cache = open_cache(tmp_path / "cache", model, dataset, ExtractSettings())
         result = run_probe(cache, dataset, model.info, recipe, GridSpec.quick([0]), show_progress=False, max_epochs=2)
         assert result["model"]["family"] == family

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,12 @@ from marble_eval.features.audio import normalize
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
 from tiny_ast import build_tiny_ast
-from tiny_generic import build_tiny_wav2vec2_style
+from tiny_generic import build_tiny_wav2vec2_style, edit_weights
 
 RATE = 16000
 FAMILIES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
+PACKAGE = Path(__file__).resolve().parents[1] / "marble_eval"
+TEST_ONLY_MODULES = {path.stem for path in Path(__file__).parent.glob("*.py")}
 
 
 def _wave(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -103,7 +108,8 @@ def test_wrong_family_and_unknown_family_are_one_line_errors(root: Path) -> None
     with pytest.raises(MarbleEvalError, match="feature_extractor_type 'ASTFeatureExtractor' is not Wav2Vec2"):
         load_model(str(ast_dir), family="hubert")
     (ast_dir / "preprocessor_config.json").unlink()
-    with pytest.raises(MarbleEvalError, match="has no weights for .* as a HubertModel; it is not a 'hubert'") as error:
+    with pytest.raises(MarbleEvalError, match="missing weight .* needed by HubertModel; it is incomplete or not a "
+                                              "'hubert' checkpoint") as error:
         load_model(str(ast_dir), family="hubert")
     assert "\n" not in str(error.value)
     with pytest.raises(MarbleEvalError, match="unknown model family 'nope'; known: .*data2vec-audio.*maest.*wavlm"):
@@ -125,5 +131,75 @@ def test_ast_loads_with_its_feature_extractor(root: Path) -> None:
         states = encoder.module(features["input_values"], output_hidden_states=True).hidden_states
     expected = torch.stack([s[0, 2:].mean(dim=0) for s in states]).numpy()
     np.testing.assert_allclose(embeddings[0], expected, atol=1e-5)
-    cls = load_model(str(directory), family="ast-cls")
-    assert cls.info.family == "ast-cls" and cls.info.dim == 32
+    cls = load_model(str(directory), pooling="cls")
+    assert (cls.info.family, cls.info.dim, cls.info.extra["pooling"]) == ("ast", 32, "cls")
+    expected_cls = torch.stack([s[0, 0] for s in states]).numpy()
+    np.testing.assert_allclose(cls.embed_windows([wave])[0][0], expected_cls, atol=1e-5)
+    paper = load_model(str(directory), pooling="cls-dist-patch-mean")
+    assert paper.info.dim == 3 * 32 and paper.info.extra["pooling"] == "cls-dist-patch-mean"
+
+
+def _builders(root: Path) -> dict[str, Path]:
+    return {**{family: build_tiny_wav2vec2_style(root / family, family) for family in FAMILIES},
+            "ast": build_tiny_ast(root / "ast")}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(root: Path) -> dict[str, Path]:
+    return _builders(root / "weights")
+
+
+# One weight every family has, under its saved name, and the name transformers reports it by.
+DELETED = {family: ("encoder.layers.0.attention.k_proj.weight",) * 2 for family in FAMILIES}
+DELETED["ast"] = ("audio_spectrogram_transformer.encoder.layer.0.attention.attention.key.weight",
+                  "layers.0.attention.k_proj.weight")  # ASTModel's own key names
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "ast"])
+def test_a_deleted_weight_is_refused_naming_it(tmp_path: Path, checkpoints: dict[str, Path], family: str) -> None:
+    directory = shutil.copytree(checkpoints[family], tmp_path / family)
+    saved, reported = DELETED[family]
+    edit_weights(directory / "model.safetensors", delete=saved)
+    with pytest.raises(MarbleEvalError, match=rf"model.safetensors: missing weight '{re.escape(reported)}' "
+                                              rf"\(1 missing\)") as error:
+        load_model(str(directory))
+    assert "\n" not in str(error.value) and f"not a {family!r} checkpoint" in str(error.value)
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "ast"])
+def test_an_extra_weight_is_refused_naming_it(tmp_path: Path, checkpoints: dict[str, Path], family: str) -> None:
+    directory = shutil.copytree(checkpoints[family], tmp_path / family)
+    key = "encoder.layers.0.attention.extra_proj.weight"
+    edit_weights(directory / "model.safetensors", add=key)
+    with pytest.raises(MarbleEvalError, match=rf"unexpected weight '{re.escape(key)}' \(1 unexpected\)") as error:
+        load_model(str(directory))
+    assert "\n" not in str(error.value)
+
+
+def test_a_weight_of_the_wrong_shape_is_refused_naming_it(tmp_path: Path) -> None:
+    directory = build_tiny_wav2vec2_style(tmp_path / "shape", "hubert")
+    key = "encoder.layers.1.attention.q_proj.weight"
+    edit_weights(directory / "model.safetensors", delete=key, add=key)  # zeros(3) in place of [32, 32]
+    with pytest.raises(MarbleEvalError, match=rf"weight '{re.escape(key)}' has shape \(3,\) but config.json makes "
+                                              rf"it \(32, 32\) \(1 mismatched\)"):
+        load_model(str(directory))
+
+
+def test_unknown_pooling_and_pooling_of_a_time_pooled_family_are_one_line_errors(checkpoints) -> None:
+    with pytest.raises(MarbleEvalError, match="unknown pooling 'mean'; known: patch-mean, cls, .*cls-dist-patch-mean"):
+        load_model(str(checkpoints["ast"]), pooling="mean")
+    with pytest.raises(MarbleEvalError, match="pooling 'cls': family 'hubert' mean-pools .*applies to ast, maest"):
+        load_model(str(checkpoints["hubert"]), pooling="cls")
+
+
+def test_the_package_never_imports_test_only_code() -> None:
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update((alias.name.split(".")[0], path.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add((node.module.split(".")[0], path.name))
+    assert {"tiny_ast", "tiny_generic", "conftest"} <= TEST_ONLY_MODULES
+    offenders = sorted((module, name) for module, name in imported if module in TEST_ONLY_MODULES | {"tests"})
+    assert not offenders

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import ASTConfig, ASTForAudioClassification
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
@@ -18,9 +19,9 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
 from marble_eval.models.families import maest_frontend as fe
 from marble_eval.models.loading import build_config
-from marble_eval.models.registry import FAMILIES
-from tiny_ast import build_tiny_maest, tiny_ast_config
 from marble_eval.models.token_pooling import DEFAULT_POOLING, POOLINGS
+from tiny_ast import build_tiny_maest, tiny_ast_config
+from tiny_generic import edit_weights
 
 RATE = fe.SAMPLE_RATE
 
@@ -118,7 +119,7 @@ def test_model_info(maest) -> None:
     assert (info.family, info.sample_rate, info.n_hidden_states, info.dim) == ("maest", 16000, 3, 32)
     assert info.fixed_window_seconds == 5.0
     assert info.extra["pooling"] == DEFAULT_POOLING == "patch-mean"
-    assert info.extra["short_clips"] == "repeat" and info.extra["max_length"] == 316
+    assert info.extra["short_clips"] == "zero-pad" and info.extra["max_length"] == 316
     assert "hidden state 7" in info.extra["paper_embedding"]
     assert set(info.extra).isdisjoint(f.name for f in dataclasses.fields(info))  # `info` prints both
 
@@ -135,7 +136,8 @@ def test_bin_and_maest_model_type_load_the_same_weights(tmp_path: Path, maest) -
 
 def test_ast_family_hands_maest_checkpoints_to_maest(maest_dir: Path) -> None:
     assert load_model(str(maest_dir), family="ast").info.family == "maest"
-    assert load_model(str(maest_dir), family="ast-cls").info.family == "maest-cls"
+    cls = load_model(str(maest_dir), family="ast", pooling="cls")
+    assert (cls.info.family, cls.info.extra["pooling"]) == ("maest", "cls")
 
 
 def test_refuses_front_end_mismatches(tmp_path: Path) -> None:
@@ -149,12 +151,22 @@ def test_refuses_front_end_mismatches(tmp_path: Path) -> None:
         load_model(str(directory), family="maest")
 
 
-def test_refuses_missing_weights(tmp_path: Path) -> None:
+def test_refuses_a_deleted_weight_naming_it(tmp_path: Path) -> None:
     directory = build_tiny_maest(tmp_path / "partial", seed=0)
-    state = load_file(str(directory / "model.safetensors"))
-    del state["audio_spectrogram_transformer.encoder.layer.1.output.dense.weight"]
-    save_file(state, str(directory / "model.safetensors"))
-    with pytest.raises(MarbleEvalError, match="has no weights for .*layers.1.mlp.fc2.weight"):
+    edit_weights(directory / "model.safetensors",
+                 delete="audio_spectrogram_transformer.encoder.layer.1.output.dense.weight")
+    with pytest.raises(MarbleEvalError, match=r"model.safetensors: missing weight 'layers\.1\.mlp\.fc2\.weight' "
+                                              r"\(1 missing\) needed by ASTModel") as error:
+        load_model(str(directory))
+    assert "\n" not in str(error.value)
+
+
+def test_refuses_an_extra_weight_naming_it_but_allows_the_classifier(tmp_path: Path, maest_dir: Path) -> None:
+    assert sum(key.startswith("classifier.") for key in load_file(str(maest_dir / "model.safetensors"))) == 4
+    directory = build_tiny_maest(tmp_path / "extra", seed=0)
+    key = "audio_spectrogram_transformer.extra_head.weight"
+    edit_weights(directory / "model.safetensors", add=key)
+    with pytest.raises(MarbleEvalError, match=rf"unexpected weight '{re.escape(key)}' \(1 unexpected\), not in ASTModel"):
         load_model(str(directory))
 
 
@@ -174,26 +186,24 @@ def test_full_window_is_patch_mean_of_every_hidden_state(maest) -> None:
     np.testing.assert_allclose(embeddings[0], expected, atol=1e-6)
 
 
-def test_pooling_families(maest_dir: Path, maest) -> None:
+def test_paper_pooling_concatenates_cls_dist_and_patch_mean(maest_dir: Path, maest) -> None:
     wave = _music(5.0, seed=2)
     layers = _manual_layers(maest, wave)
-    paper = load_model(str(maest_dir), family="maest-cls-dist-patch")
-    assert paper.info.dim == 96 and paper.info.extra["pooling"] == "cls-dist-patch"
+    paper = load_model(str(maest_dir), pooling="cls-dist-patch-mean")
+    assert paper.info.dim == 3 * maest.info.dim == 96 and paper.info.family == "maest"
+    assert paper.info.extra["pooling"] == "cls-dist-patch-mean" and paper.info.fingerprint == maest.info.fingerprint
     embedding = paper.embed_windows([wave])[0][0]
+    assert embedding.shape == (3, 96)
     for layer, hidden in enumerate(layers):
         expected = torch.cat([hidden[0, 0], hidden[0, 1], hidden[0, 2:].mean(dim=0)]).numpy()
         np.testing.assert_allclose(embedding[layer], expected, atol=1e-6)
-    both = load_model(str(maest_dir), family="maest-cls-dist-mean").embed_windows([wave])[0][0]
+    both = load_model(str(maest_dir), pooling="cls-dist-mean").embed_windows([wave])[0][0]
     tokens = torch.stack(layers)[:, 0]  # [L, tokens, D]
     np.testing.assert_allclose(both, ((tokens[:, 0] + tokens[:, 1]) / 2).numpy(), atol=1e-6)
-    clone = maest.with_options(pooling="cls-dist-patch")
-    assert clone.info == paper.info
-    np.testing.assert_array_equal(clone.embed_windows([wave])[0][0], embedding)
-    assert maest.info.dim == 32  # the original is untouched
 
 
 def test_cls_token_is_constant_at_layer_zero_patch_mean_is_not(maest_dir: Path, maest) -> None:
-    cls = load_model(str(maest_dir), family="maest-cls")
+    cls = load_model(str(maest_dir), pooling="cls")
     a, b = _music(5.0, seed=3), 0.3 * _music(5.0, seed=4)[::-1].copy()
     cls_states = cls.embed_windows([a, b])[0]
     np.testing.assert_allclose(cls_states[0, 0], cls_states[1, 0], atol=1e-6)
@@ -201,25 +211,25 @@ def test_cls_token_is_constant_at_layer_zero_patch_mean_is_not(maest_dir: Path, 
     assert np.abs(patch_states[0, 0] - patch_states[1, 0]).max() > 1e-3
 
 
-def test_every_pooling_has_a_family() -> None:
-    for pooling in POOLINGS:
-        for base in ("maest", "ast"):
-            name = base if pooling == DEFAULT_POOLING else f"{base}-{pooling}"
-            assert name in FAMILIES
+def test_every_pooling_loads_with_its_width_and_unknown_ones_are_one_line(maest_dir: Path) -> None:
+    for pooling, (_, factor) in POOLINGS.items():
+        info = load_model(str(maest_dir), pooling=pooling).info
+        assert (info.dim, info.extra["pooling"]) == (32 * factor, pooling)
+    with pytest.raises(MarbleEvalError, match="unknown pooling 'cls-dist-patch'; known: patch-mean") as error:
+        load_model(str(maest_dir), pooling="cls-dist-patch")
+    assert "\n" not in str(error.value)
 
 
-def test_short_clip_policies(maest) -> None:
-    short = _music(2.0, seed=5)
-    repeated = np.tile(short, 3)[:5 * RATE]
+def test_short_clip_is_zero_padded_like_an_explicitly_padded_input(maest) -> None:
+    short = _music(2.0, seed=5)  # 32000 samples, a multiple of the hop: the STFT frames line up exactly
     got, frames = maest.embed_windows([short])
     assert frames.tolist() == [1 + len(short) // 256]
-    np.testing.assert_allclose(got, maest.embed_windows([repeated])[0], atol=1e-6)
-    padded = maest.with_options(short_clips="pad")
-    assert padded.info.extra["short_clips"] == "pad"
+    padded = np.concatenate([short, np.zeros(5 * RATE - len(short), dtype=np.float32)])
+    np.testing.assert_allclose(got, maest.embed_windows([padded])[0], atol=1e-5)
     expected = torch.stack([h[0, 2:].mean(dim=0) for h in _manual_layers(maest, short)]).numpy()
-    got_pad = padded.embed_windows([short])[0][0]
-    np.testing.assert_allclose(got_pad, expected, atol=1e-6)
-    assert np.abs(got_pad - got[0]).max() > 1e-3
+    np.testing.assert_allclose(got[0], expected, atol=1e-6)
+    repeated = np.tile(short, 3)[:5 * RATE]  # what the old default did: a different embedding
+    assert np.abs(maest.embed_windows([repeated])[0] - got).max() > 1e-3
 
 
 def test_long_window_is_frame_weighted_mean_of_segments(maest) -> None:

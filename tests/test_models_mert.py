@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
 from marble_eval.models.hub import fingerprint, resolve_model
 from marble_eval.models.tiny import build_tiny_mert
+from tiny_generic import edit_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +61,37 @@ def test_pre_layer_norm_last_state_includes_the_final_layer_norm(tiny_mert_dirs)
     torch.testing.assert_close(last, out.last_hidden_state)
     # Fresh LayerNorm (weight 1, bias 0): every frame has zero mean and unit variance.
     assert last.mean(-1).abs().max() < 1e-4 and (last.std(-1, unbiased=False) - 1).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("name", ["safetensors", "pre_ln"])
+def test_a_deleted_weight_is_refused_naming_it(tmp_path, tiny_mert_dirs, name):
+    directory = shutil.copytree(tiny_mert_dirs[name], tmp_path / "m")
+    key = "encoder.layers.0.attention.k_proj.weight"
+    edit_weights(directory / "model.safetensors", delete=key)
+    with pytest.raises(MarbleEvalError, match=rf"model.safetensors: missing weight '{re.escape(key)}' \(1 missing\) "
+                                              rf"needed by HubertModel") as error:
+        load_model(str(directory))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["safetensors", "pre_ln"])
+def test_an_extra_weight_is_refused_naming_it(tmp_path, tiny_mert_dirs, name):
+    directory = shutil.copytree(tiny_mert_dirs[name], tmp_path / "m")
+    key = "encoder.layers.0.attention.extra_proj.weight"
+    edit_weights(directory / "model.safetensors", add=key)
+    with pytest.raises(MarbleEvalError, match=rf"unexpected weight '{re.escape(key)}' \(1 unexpected\)") as error:
+        load_model(str(directory))
+    assert "\n" not in str(error.value)
+
+
+def test_a_deleted_legacy_weight_norm_key_is_refused(tmp_path):
+    directory = build_tiny_mert(tmp_path / "m", weights="bin")
+    state = torch.load(directory / "pytorch_model.bin", weights_only=True)
+    del state["encoder.pos_conv_embed.conv.weight_g"]
+    torch.save(state, directory / "pytorch_model.bin")
+    with pytest.raises(MarbleEvalError, match=r"pytorch_model.bin: missing weight "
+                       r"'encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0' \(1 missing\)"):
+        load_model(str(directory))
 
 
 @pytest.mark.parametrize("field", ["deepnorm", "feature_extractor_cqt"])

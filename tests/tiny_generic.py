@@ -1,4 +1,5 @@
-"""Tiny random HuBERT / wav2vec2 / WavLM / data2vec-audio checkpoints as transformers saves them (tests only)."""
+"""Tiny random HuBERT / wav2vec2 / WavLM / data2vec-audio checkpoints as transformers saves them, and a
+weights editor for the refusal tests (tests only)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (Data2VecAudioForCTC, HubertForCTC, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
                           WavLMForCTC)
 
@@ -47,3 +49,13 @@ def build_tiny_wav2vec2_style(directory: Path, family: str, seed: int = 0, pre_l
         Wav2Vec2FeatureExtractor(do_normalize=do_normalize, sampling_rate=16000,
                                  return_attention_mask=pre_layer_norm).save_pretrained(str(directory))
     return directory
+
+
+def edit_weights(path: Path, delete: str | None = None, add: str | None = None) -> None:
+    """Rewrite a model.safetensors with one tensor deleted and/or one extra (zeros) tensor added."""
+    state = load_file(str(path))
+    if delete is not None:
+        del state[delete]
+    if add is not None:
+        state[add] = torch.zeros(3)
+    save_file(state, str(path), metadata={"format": "pt"})

@@ -25,6 +25,9 @@ def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> No
     else:
         parser.add_argument("--model", required=True, help='hub id (org/name[@rev]), local directory, or "fixture"')
     parser.add_argument("--family", default=None, help="model family adapter (default: from config.json model_type)")
+    parser.add_argument("--pooling", default=None,
+                        help="token pooling of AST/MAEST models, e.g. cls-dist-patch-mean (default: patch-mean; "
+                             "`marble-eval models` lists them)")
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -105,11 +108,12 @@ def load_dataset_from_args(args: argparse.Namespace):
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """The AudioEncoder named by --model (and --family, --device, --precision)."""
+    """The AudioEncoder named by --model (and --family, --pooling, --device, --precision)."""
     from marble_eval.models import load_model
 
     quiet_libraries()
-    model = load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"))
+    model = load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
+                       pooling=getattr(args, "pooling", None))
     resolve_precision(args, model.info)
     return model.to(model.device, getattr(args, "precision", None) or "fp32")
 

@@ -7,7 +7,8 @@ import dataclasses
 import json
 
 from marble_eval.models.catalog import CATALOG
-from marble_eval.models.registry import FAMILIES
+from marble_eval.models.registry import FAMILIES, TOKEN_POOLING_FAMILIES
+from marble_eval.models.token_pooling import DEFAULT_POOLING, POOLINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,4 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     print(f"\nany local directory or hub id of a supported family also loads; --family overrides the "
           f"config's model_type: {', '.join(FAMILIES)}")
+    print(f"--pooling ({', '.join(TOKEN_POOLING_FAMILIES)} only; default {DEFAULT_POOLING}):")
+    width = max(map(len, POOLINGS))
+    for name, (description, factor) in POOLINGS.items():
+        print(f"  {name:<{width}}  {description}" + (f" ({factor} x hidden size)" if factor > 1 else ""))
     return 0

@@ -48,9 +48,9 @@ class _ReloadedEncoder:
     info: ModelInfo
 
     def load(self) -> AudioEncoder:
-        from marble_eval.models import load_model
+        from marble_eval.models import load_model_like
 
-        encoder = load_model(self.info.model_id, family=self.info.family)
+        encoder = load_model_like(self.info)
         if encoder.info != self.info:
             raise MarbleEvalError(f"model {self.info.model_id!r}: loading it again in a spawned process gives a "
                                   f"different model (changed in memory?); use strategy 'ddp' or 'ddp_fork'")

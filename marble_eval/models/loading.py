@@ -1,15 +1,23 @@
-"""Shared steps of loading a checkpoint through an explicit transformers class (never remote code)."""
+"""The one loading path of every family: an explicit transformers class, float32, every weight accounted for.
+
+Each family adapter builds its config, then calls ``load_pretrained`` (which refuses a
+checkpoint with a missing, unexpected or wrongly shaped weight, naming the key) and
+``model_info`` (the one builder of ModelInfo). Keys a family knows to be harmless, e.g.
+a classification head the base model does not have, are allowed by explicit patterns.
+"""
 
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.hub import ResolvedModel
+from marble_eval.models.base import ModelInfo
+from marble_eval.models.hub import ResolvedModel, fingerprint
 
 # Bookkeeping fields of config.json that must not reach a config class built by hand.
 BOOKKEEPING_FIELDS = ("architectures", "model_type", "auto_map", "transformers_version", "_name_or_path",
@@ -34,20 +42,57 @@ def preprocessor_config(model: ResolvedModel) -> dict[str, Any] | None:
         raise MarbleEvalError(f"{path}: invalid JSON at line {exc.lineno}; fix or re-download it") from None
 
 
-def load_pretrained(model_class: type[PreTrainedModel], model: ResolvedModel, config: PretrainedConfig,
-                    family: str, optional_keys: tuple[str, ...] = ()) -> PreTrainedModel:
-    """``model_class.from_pretrained`` in float32; refuses a checkpoint that leaves weights uninitialised.
+def _not_allowed(keys: list[str], allowed: tuple[str, ...]) -> list[str]:
+    return sorted(key for key in keys if not any(fnmatchcase(key, pattern) for pattern in allowed))
 
-    transformers only warns about missing keys (they stay random), which would silently
-    benchmark a random model; ``optional_keys`` lists parameters unused at inference.
+
+def _weights_name(model: ResolvedModel) -> str:
+    files = model.weight_files()
+    return str(files[0]) if len(files) == 1 else f"{model.directory} ({len(files)} weight files)"
+
+
+def load_pretrained(model_class: type[PreTrainedModel], model: ResolvedModel, config: PretrainedConfig,
+                    family: str, allowed_missing: tuple[str, ...] = (),
+                    allowed_unexpected: tuple[str, ...] = ()) -> PreTrainedModel:
+    """``model_class.from_pretrained`` in float32, refusing any weight the checkpoint lacks, adds or mis-shapes.
+
+    transformers only warns about such keys (missing ones stay random), which would silently
+    benchmark a partly random model. ``allowed_missing`` / ``allowed_unexpected`` are fnmatch
+    patterns of the keys a family knows to be harmless (as transformers reports them).
     """
     module, loading = model_class.from_pretrained(
         str(model.directory), config=config, dtype=torch.float32, use_safetensors=model.uses_safetensors(),
-        weights_only=True, output_loading_info=True,
+        weights_only=True, output_loading_info=True, ignore_mismatched_sizes=True,
     )
-    missing = sorted(key for key in loading["missing_keys"] if not any(key.endswith(name) for name in optional_keys))
+    source, what = _weights_name(model), model_class.__name__
+    hint = f"it is incomplete or not a {family!r} checkpoint (pass --family with the right one)"
+    missing = _not_allowed(loading["missing_keys"], allowed_missing)
     if missing:
-        raise MarbleEvalError(
-            f"{model.weight_files()[0]}: has no weights for {missing[0]!r} ({len(missing)} missing) as a "
-            f"{model_class.__name__}; it is not a {family!r} checkpoint, pass --family with the right one")
+        raise MarbleEvalError(f"{source}: missing weight {missing[0]!r} ({len(missing)} missing) needed by {what}; "
+                              f"{hint}")
+    unexpected = _not_allowed(loading["unexpected_keys"], allowed_unexpected)
+    if unexpected:
+        raise MarbleEvalError(f"{source}: unexpected weight {unexpected[0]!r} ({len(unexpected)} unexpected), not "
+                              f"in {what}; {hint}")
+    mismatched = sorted(loading["mismatched_keys"])
+    if mismatched:
+        key, saved, expected = mismatched[0]
+        raise MarbleEvalError(f"{source}: weight {key!r} has shape {tuple(saved)} but config.json makes it "
+                              f"{tuple(expected)} ({len(mismatched)} mismatched); config.json and the weights "
+                              f"do not belong together")
+    if loading.get("error_msgs"):
+        raise MarbleEvalError(f"{source}: cannot load into {what}: {str(loading['error_msgs'][0]).splitlines()[0]}")
     return module.float()
+
+
+def model_info(model: ResolvedModel, module: PreTrainedModel, family: str, sample_rate: int,
+               extra: dict[str, Any], dim: int | None = None,
+               fixed_window_seconds: float | None = None) -> ModelInfo:
+    """The ModelInfo of a loaded checkpoint: L = layers + 1 and D = hidden size unless a pooling widens it."""
+    config = module.config
+    return ModelInfo(
+        model_id=model.spec, family=family, sample_rate=int(sample_rate),
+        n_hidden_states=config.num_hidden_layers + 1, dim=dim or config.hidden_size,
+        n_parameters=sum(p.numel() for p in module.parameters()), fingerprint=fingerprint(model),
+        revision=model.revision, fixed_window_seconds=fixed_window_seconds, extra=dict(extra),
+    )

@@ -38,23 +38,23 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
 
     def __init__(self, model: ResolvedModel) -> None:
         self.model = model
-        self._files: dict[str, Any] = {}
+        self.handles: dict[str, Any] = {}
         for path in model.weight_files():
             handle = safe_open(str(path), framework="pt") if path.suffix == ".safetensors" else _load_bin(path)
             for key in handle.keys():
-                if key in self._files:
+                if key in self.handles:
                     raise MarbleEvalError(f"{path}: key {key!r} is also in another weights file of {model.directory}")
-                self._files[key] = handle
+                self.handles[key] = handle
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        handle = self._files[key]
+        handle = self.handles[key]
         return handle.get_tensor(key) if hasattr(handle, "get_tensor") else handle[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._files)
+        return iter(self.handles)
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self.handles)
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import AudioEncoder
+from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.models.hub import ResolvedModel, resolve_model
 from marble_eval.paths import cache_root
 
-# family name -> "module:function(ResolvedModel, family) -> AudioEncoder". One adapter per family.
-# AST and MAEST take the token pooling from the name: "maest" pools the default (patch-mean),
-# "maest-<pooling>" another one of marble_eval.models.token_pooling.POOLINGS.
+# family name -> "module:function(ResolvedModel, family[, pooling]) -> AudioEncoder". One adapter per family.
 FAMILIES: dict[str, str] = {
     "mert": "marble_eval.models.families.mert:load_mert",
     "hubert": "marble_eval.models.families.wav2vec2:load_wav2vec2_style",
@@ -21,16 +19,11 @@ FAMILIES: dict[str, str] = {
     "wavlm": "marble_eval.models.families.wav2vec2:load_wav2vec2_style",
     "data2vec-audio": "marble_eval.models.families.wav2vec2:load_wav2vec2_style",
     "ast": "marble_eval.models.families.ast:load_ast",
-    "ast-cls": "marble_eval.models.families.ast:load_ast",
-    "ast-dist": "marble_eval.models.families.ast:load_ast",
-    "ast-cls-dist-mean": "marble_eval.models.families.ast:load_ast",
-    "ast-cls-dist-patch": "marble_eval.models.families.ast:load_ast",
     "maest": "marble_eval.models.families.maest:load_maest",
-    "maest-cls": "marble_eval.models.families.maest:load_maest",
-    "maest-dist": "marble_eval.models.families.maest:load_maest",
-    "maest-cls-dist-mean": "marble_eval.models.families.maest:load_maest",
-    "maest-cls-dist-patch": "marble_eval.models.families.maest:load_maest",
 }
+# Families whose token sequence (CLS, DIST, patches) is pooled by a named token pooling; the others
+# mean-pool every hidden state over time and take no pooling option.
+TOKEN_POOLING_FAMILIES = ("ast", "maest")
 # config.json model_type -> family.
 MODEL_TYPES: dict[str, str] = {
     "mert_model": "mert",
@@ -52,12 +45,24 @@ def family_of(model: ResolvedModel) -> str:
     return MODEL_TYPES[model_type]
 
 
-def family_loader(family: str) -> Callable[[ResolvedModel, str], AudioEncoder]:
+def family_loader(family: str) -> Callable[..., AudioEncoder]:
     """The load function of a family adapter."""
     if family not in FAMILIES:
         raise MarbleEvalError(f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
     module_name, function = FAMILIES[family].split(":")
     return getattr(importlib.import_module(module_name), function)
+
+
+def check_pooling_option(family: str, pooling: str | None) -> None:
+    """Refuse an unknown pooling, or a pooling for a family that has no token pooling (one line)."""
+    if pooling is None:
+        return
+    from marble_eval.models.token_pooling import check_pooling
+
+    check_pooling(pooling)
+    if family not in TOKEN_POOLING_FAMILIES:
+        raise MarbleEvalError(f"pooling {pooling!r}: family {family!r} mean-pools its hidden states over time and "
+                              f"has no token pooling; --pooling applies to {', '.join(TOKEN_POOLING_FAMILIES)}")
 
 
 def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
@@ -70,8 +75,21 @@ def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
 
 
 def load_model(spec: str, family: str | None = None, device: str = "cpu", precision: str = "fp32",
-               root: Path | None = None) -> AudioEncoder:
-    """Load any supported checkpoint (hub id, directory, or "fixture") as a frozen AudioEncoder."""
+               pooling: str | None = None, root: Path | None = None) -> AudioEncoder:
+    """Load any supported checkpoint (hub id, directory, or "fixture") as a frozen AudioEncoder.
+
+    ``family`` overrides the config's model_type; ``pooling`` names a token pooling of
+    marble_eval.models.token_pooling.POOLINGS (AST / MAEST only; None = the family's default).
+    """
     model = resolve(spec, root)
     family = family or family_of(model)
-    return family_loader(family)(model, family).to(device, precision)
+    loader = family_loader(family)
+    check_pooling_option(family, pooling)
+    encoder = loader(model, family) if pooling is None else loader(model, family, pooling)
+    return encoder.to(device, precision)
+
+
+def load_model_like(info: ModelInfo, device: str = "cpu", precision: str = "fp32") -> AudioEncoder:
+    """Load the model ``info`` describes again, with the same family and pooling (e.g. in a spawned process)."""
+    return load_model(info.model_id, family=info.family, device=device, precision=precision,
+                      pooling=info.extra.get("pooling"))

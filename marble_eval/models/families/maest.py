@@ -3,26 +3,25 @@
 The hub checkpoints are ASTForAudioClassification in the transformers-4.x key layout;
 ASTModel.from_pretrained renames the keys and ignores the 4 classifier.* keys. The config
 is always rebuilt as an ASTConfig (some copies say model_type "maest", which transformers
-does not know). The front-end is in maest_frontend; windows, short clips and the pooling
-of CLS / DIST / patch tokens in spectrogram_transformer and token_pooling.
+does not know). The front-end is in maest_frontend; windows, short clips (zero-padded)
+and the pooling of CLS / DIST / patch tokens in spectrogram_transformer and token_pooling.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 from transformers import ASTConfig, ASTModel
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.families import maest_frontend as fe
 from marble_eval.models.base import ModelInfo
-from marble_eval.models.loading import build_config, load_pretrained, preprocessor_config
-from marble_eval.models.hub import ResolvedModel, fingerprint
-from marble_eval.models.spectrogram_transformer import (DEFAULT_SHORT_CLIPS, SpectrogramTransformerEncoder,
-                                                         pooling_of)
-from marble_eval.models.token_pooling import pooled_width
+from marble_eval.models.families import maest_frontend as fe
+from marble_eval.models.hub import ResolvedModel
+from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
+from marble_eval.models.spectrogram_transformer import (HEAD_KEYS, HIDDEN_STATE_LAYOUT, SpectrogramTransformerEncoder,
+                                                         options_record)
+from marble_eval.models.token_pooling import DEFAULT_POOLING, check_pooling, pooled_width
 
 # preprocessor_config.json fields the front-end implements; any other value is refused.
 FRONT_END_FIELDS: dict[str, Any] = {
@@ -30,16 +29,14 @@ FRONT_END_FIELDS: dict[str, Any] = {
     "log_compression": "logC", "do_normalize": True, "mean": fe.MEAN, "std": fe.STD,
     "feature_extractor_type": "MAESTFeatureExtractor",
 }
-PAPER_EMBEDDING = "hidden state 7 (block 6) with pooling cls-dist-patch (2304-d for the 768-d models)"
+PAPER_EMBEDDING = "hidden state 7 (block 6) with pooling cls-dist-patch-mean (2304-d for the 768-d models)"
 
 
 class MaestEncoder(SpectrogramTransformerEncoder):
     """MAEST: 16 kHz mono, model-length windows through the MAEST log-mel front-end, pooled tokens."""
 
-    base_family = "maest"
-
-    def __init__(self, module: torch.nn.Module, info: ModelInfo, max_length: int, **options: str) -> None:
-        super().__init__(module, info, fe.window_samples(max_length), max_length, **options)
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, max_length: int, pooling: str) -> None:
+        super().__init__(module, info, fe.window_samples(max_length), max_length, pooling)
         self.front_end = fe.MaestFrontEnd(max_length)
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
@@ -65,21 +62,16 @@ def maest_config(model: ResolvedModel) -> ASTConfig:
     return config
 
 
-def load_maest(model: ResolvedModel, family: str = "maest", short_clips: str = DEFAULT_SHORT_CLIPS) -> MaestEncoder:
-    """Load a MAEST checkpoint in float32; ``family`` "maest" or "maest-<pooling>" selects the token pooling."""
-    pooling = pooling_of(family, MaestEncoder.base_family)
+def load_maest(model: ResolvedModel, family: str = "maest", pooling: str | None = None) -> MaestEncoder:
+    """Load a MAEST checkpoint in float32; ``pooling`` is one of token_pooling.POOLINGS (default patch-mean)."""
+    pooling = check_pooling(pooling or DEFAULT_POOLING)
     config = maest_config(model)
-    module = load_pretrained(ASTModel, model, config, family)
+    module = load_pretrained(ASTModel, model, config, family, allowed_unexpected=HEAD_KEYS)
     window = fe.window_samples(config.max_length)
-    info = ModelInfo(
-        model_id=model.spec, family=family, sample_rate=fe.SAMPLE_RATE, n_hidden_states=config.num_hidden_layers + 1,
-        dim=pooled_width(config.hidden_size, pooling), n_parameters=sum(p.numel() for p in module.parameters()),
-        fingerprint=fingerprint(model), revision=model.revision, fixed_window_seconds=window / fe.SAMPLE_RATE,
+    info = model_info(
+        model, module, family, sample_rate=fe.SAMPLE_RATE, dim=pooled_width(config.hidden_size, pooling),
+        fixed_window_seconds=window / fe.SAMPLE_RATE,
         extra={"front_end": "maest-logmel (see marble_eval.models.families.maest_frontend)",
-               "hidden_state_layout": "transformers ASTModel: embeddings, then each block's output; the last is "
-                                "before the final LayerNorm",
-               "paper_embedding": PAPER_EMBEDDING},
-    )
-    encoder = MaestEncoder(module, info, config.max_length, pooling=pooling, short_clips=short_clips)
-    encoder.info = dataclasses.replace(info, extra={**info.extra, **encoder.options_record()})
-    return encoder
+               "hidden_state_layout": HIDDEN_STATE_LAYOUT, "paper_embedding": PAPER_EMBEDDING,
+               **options_record(pooling, config.max_length, window)})
+    return MaestEncoder(module, info, config.max_length, pooling)

@@ -1,10 +1,11 @@
 """HuBERT, wav2vec 2.0, WavLM and data2vec-audio: one adapter parameterised by the transformers class.
 
-They share MERT's conv front-end and output layout, so MertEncoder's pooling and frame
-arithmetic are reused; only the input normalisation differs: Wav2Vec2FeatureExtractor's
-``do_normalize`` from preprocessor_config.json (its default, True, when the file or the
-field is absent). ``tie_last_hidden_states`` makes hidden_states[-1] the final (post
-LayerNorm) output for pre-LN models, as transformers 4.x returned it.
+The base of every conv-front-end + transformer model (MERT specialises it in mert.py): the
+hidden states are mean-pooled over time and ``n_frames`` follows the conv strides. The input
+is normalised per window exactly when Wav2Vec2FeatureExtractor would do it: ``do_normalize``
+from preprocessor_config.json (its default, True, when the file or the field is absent).
+``tie_last_hidden_states`` makes hidden_states[-1] the final (post LayerNorm) output for
+pre-LN models, as transformers 4.x returned it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import torch
 from transformers import (Data2VecAudioConfig, Data2VecAudioModel, HubertConfig, HubertModel, PretrainedConfig,
                           PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel)
 
-from marble_eval.features.audio import normalize
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import ModelInfo
-from marble_eval.models.loading import build_config, load_pretrained, preprocessor_config
-from marble_eval.models.hub import ResolvedModel, fingerprint
-from marble_eval.models.families.mert import MertEncoder
+from marble_eval.features.audio import normalize
+from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.models.hub import ResolvedModel
+from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
 
 # family -> (config class, model class)
 CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
@@ -30,12 +30,17 @@ CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
 }
 FEATURE_EXTRACTOR = "Wav2Vec2FeatureExtractor"
 DEFAULT_RATE = 16000
-# Used only for masked pre-training; often absent from checkpoints.
-OPTIONAL_KEYS = ("masked_spec_embed",)
+# The mask embedding is used only in masked pre-training and is often absent from checkpoints.
+ALLOWED_MISSING = ("masked_spec_embed",)
+# Heads of the transformers task classes, unused by the base model: *ForCTC (lm_head), *ForPreTraining
+# (project_hid, project_q, quantizer), *ForSequenceClassification (projector, classifier, layer_weights).
+HEAD_KEYS = ("lm_head.*", "project_hid.*", "project_q.*", "quantizer.*", "projector.*", "classifier.*",
+             "layer_weights")
+NORMALIZED = "per-window zero mean, unit variance"
 
 
-class Wav2Vec2StyleEncoder(MertEncoder):
-    """Conv front-end + transformer; input normalised per window when the feature extractor says so."""
+class Wav2Vec2StyleEncoder(AudioEncoder):
+    """Conv front-end + transformer: every hidden state mean-pooled over time, input optionally normalised."""
 
     def __init__(self, module: torch.nn.Module, info: ModelInfo, do_normalize: bool) -> None:
         super().__init__(module, info)
@@ -43,6 +48,16 @@ class Wav2Vec2StyleEncoder(MertEncoder):
 
     def preprocess(self, wave: np.ndarray) -> np.ndarray:
         return normalize(wave) if self.do_normalize else wave.astype(np.float32, copy=False)
+
+    def pooled_states(self, batch: torch.Tensor) -> torch.Tensor:
+        outputs = self.module(batch, output_hidden_states=True)
+        return torch.stack([state.float().mean(dim=1) for state in outputs.hidden_states], dim=1)
+
+    def n_frames(self, n_samples: int) -> int:
+        frames = n_samples
+        for kernel, stride in zip(self.module.config.conv_kernel, self.module.config.conv_stride):
+            frames = (frames - kernel) // stride + 1
+        return max(frames, 0)
 
 
 def load_wav2vec2_style(model: ResolvedModel, family: str) -> Wav2Vec2StyleEncoder:
@@ -59,14 +74,10 @@ def load_wav2vec2_style(model: ResolvedModel, family: str) -> Wav2Vec2StyleEncod
                               f"not {FEATURE_EXTRACTOR}; family {family!r} does not fit this checkpoint")
     do_normalize = bool(preprocessor.get("do_normalize", True))
     config = build_config(config_class, model.config(), tie_last_hidden_states=True)
-    module = load_pretrained(model_class, model, config, family, optional_keys=OPTIONAL_KEYS)
-    info = ModelInfo(
-        model_id=model.spec, family=family, sample_rate=int(preprocessor.get("sampling_rate", DEFAULT_RATE)),
-        n_hidden_states=config.num_hidden_layers + 1, dim=config.hidden_size,
-        n_parameters=sum(p.numel() for p in module.parameters()), fingerprint=fingerprint(model),
-        revision=model.revision,
-        extra={"normalize": "per-window zero mean, unit variance" if do_normalize else "none",
-               "normalize_source": source, "transformers_class": model_class.__name__,
-               "pre_layer_norm": bool(getattr(config, "do_stable_layer_norm", False))},
-    )
+    module = load_pretrained(model_class, model, config, family, allowed_missing=ALLOWED_MISSING,
+                             allowed_unexpected=HEAD_KEYS)
+    info = model_info(model, module, family, sample_rate=preprocessor.get("sampling_rate", DEFAULT_RATE), extra={
+        "normalize": NORMALIZED if do_normalize else "none", "normalize_source": source,
+        "transformers_class": model_class.__name__,
+        "pre_layer_norm": bool(getattr(config, "do_stable_layer_norm", False))})
     return Wav2Vec2StyleEncoder(module, info, do_normalize)
