@@ -95,7 +95,8 @@ def dataset_options(args: argparse.Namespace) -> dict:
 
 def model_options(args: argparse.Namespace) -> dict:
     """The model keyword arguments of the pipeline functions, from --device and --family."""
-    return {"device": getattr(args, "device", "cpu"), "model_options": {"family": args.family}}
+    return {"device": getattr(args, "device", "cpu"),
+            "model_options": {"family": args.family, "pooling": getattr(args, "pooling", None)}}
 
 
 def load_dataset_from_args(args: argparse.Namespace):

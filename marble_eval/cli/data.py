@@ -62,7 +62,8 @@ def _load(args: argparse.Namespace) -> Dataset:
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise MarbleEvalError(f"{args.data_dir}: --data-dir is not a directory")
     return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=args.reference_dir,
-                        metadata=args.metadata, allow_unlabelled=True, vocabulary=args.vocabulary, limit=args.limit)
+                        metadata=args.metadata, allow_unlabelled=True, vocabulary=args.vocabulary or "counted",
+                        limit=args.limit)
 
 
 def run_describe(args: argparse.Namespace) -> int:
