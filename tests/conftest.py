@@ -12,6 +12,28 @@ from marble_eval.models.tiny import build_tiny_mert
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("MARBLE_EVAL_REFERENCE_DIR", REPO.parent / "shared" / "reference" / "datasets"))
 
+# The integration tier (subprocess CLI runs, the wheel, e2e evals, DDP, the golden run, bench smoke, kill
+# tests): whole files, or tests by "file::function" (every parametrization). `pytest -m "not integration"`
+# (make test-fast) is the quick loop; `make test` and CI run both. tests/test_structure.py checks the names.
+INTEGRATION_FILES = frozenset({
+    "test_bench.py", "test_ddp_extract.py", "test_eval_e2e.py", "test_regression.py",
+})
+INTEGRATION_TESTS = frozenset({
+    "test_determinism.py::test_cli_extract_killed_and_rerun_then_probe_gives_the_uninterrupted_metrics",
+    "test_faults.py::test_kill_9_at_random_points_then_rerun_gives_the_uninterrupted_cache",
+    "test_faults.py::test_two_extractions_at_once_give_one_runs_cache",
+    "test_models_mert.py::test_hub_id_resolves_from_the_hf_cache_offline",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the integration tier listed above."""
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if item.path.name in INTEGRATION_FILES or f"{item.path.name}::{name}" in INTEGRATION_TESTS:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel built from a copy of the checkout, installed into a folder of an unrelated git repo."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # a copy: building in the checkout would leave build/ whose stale files ship
+    source.mkdir()
     for name in BUILD_INPUTS:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -116,24 +117,22 @@ def test_the_wheel_holds_every_yaml_and_no_tests(installed: Installed) -> None:
 
 @pytest.mark.integration
 def test_the_installed_package_lists_its_datasets_and_finds_its_recipes(installed: Installed) -> None:
-    where = installed.run("-c", "import marble_eval, marble_eval.paths as p; "
-                          "print(marble_eval.__file__, p.benchmarks_dir(), p.probes_dir(), p.source_checkout())")
+    where = installed.run("-c", "import json, marble_eval, marble_eval.paths as p; "
+                          "from marble_eval.probes.recipe import known_recipes, load_recipe; "
+                          "print(json.dumps([marble_eval.__file__, str(p.benchmarks_dir()), str(p.probes_dir()), "
+                          "p.source_checkout(), known_recipes(), load_recipe('mlp').head]))")
     assert where.returncode == 0, where.stderr
-    module, benchmarks, probes, checkout = where.stdout.split()
+    module, benchmarks, probes, checkout, recipes, head = json.loads(where.stdout)
     for path in (module, benchmarks, probes):
         assert Path(path).is_relative_to(installed.site), where.stdout
-    assert checkout == "None"
+    assert checkout is None
+    assert recipes == sorted(path.stem for path in (REPO / "probes").glob("*.yaml")) and head == "mlp"
 
     listed = installed.run("-m", "marble_eval", "datasets", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert sorted(row["name"] for row in rows) == sorted(path.stem for path in (REPO / "benchmarks").glob("*.yaml"))
     assert not [row for row in rows if "error" in row]
-
-    recipes = installed.run("-c", "from marble_eval.probes.recipe import known_recipes, load_recipe; "
-                            "print(known_recipes(), load_recipe('mlp').name, load_recipe('mlp').head)")
-    assert recipes.returncode == 0, recipes.stderr
-    assert recipes.stdout.split() == ["['linear',", "'mlp']", "mlp", "mlp"]
 
 
 @pytest.mark.integration

@@ -371,3 +371,18 @@ def test_no_private_attributes_of_other_libraries_objects() -> None:
     offenders = [entry for module in MODULES.values() for entry in private_object_attributes(module, own)]
     assert not offenders, "private attributes of other libraries' objects (use their public API):\n" + "\n".join(
         offenders)
+
+
+def test_the_integration_tier_names_existing_tests() -> None:
+    from conftest import INTEGRATION_FILES, INTEGRATION_TESTS
+
+    tests_dir = Path(__file__).resolve().parent
+    missing = [name for name in INTEGRATION_FILES if not (tests_dir / name).is_file()]
+    for entry in INTEGRATION_TESTS:
+        file, function = entry.split("::")
+        path = tests_dir / file
+        defined = {node.name for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))} if path.is_file() else set()
+        if function not in defined:
+            missing.append(entry)
+    assert not missing, f"tests/conftest.py lists tests that do not exist (renamed?): {sorted(missing)}"
