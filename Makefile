@@ -10,7 +10,7 @@ RESULTS ?= results
 DATA_DIR ?=
 EVAL_ARGS ?=
 
-.PHONY: setup test eval bench leaderboard clean
+.PHONY: setup test test-fast lint eval bench leaderboard clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_env.sh
 	VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup_env.sh
@@ -18,8 +18,16 @@ $(VENV)/.installed: pyproject.toml scripts/setup_env.sh
 
 setup: $(VENV)/.installed
 
+# every test (unit and integration: CLI runs, the wheel, e2e evals, DDP, the golden run, bench smoke)
 test: setup
 	$(PY) -m pytest -q
+
+# the quick loop: unit tests only
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+lint: setup
+	$(PY) -m ruff check marble_eval tests bench scripts
 
 eval: setup
 	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(EVAL_ARGS)

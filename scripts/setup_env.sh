@@ -29,5 +29,10 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-"${PIP[@]}" install -e ".[test,report]" 2>&1 | { grep -v "is ignored" || true; }
+# Pin the torch now installed while the package goes in: a dependency asking for another torch then fails
+# the install instead of pip replacing the CPU build with the default (CUDA) one from the registry.
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+"$VENV/bin/python" -c "import torch; print(f'torch=={torch.__version__}')" >"$CONSTRAINTS"
+"${PIP[@]}" install -c "$CONSTRAINTS" -e ".[test,report]" 2>&1 | { grep -v "is ignored" || true; }
 "$VENV/bin/python" -c "import marble_eval, torch, transformers, lightning; print(f'setup: marble-eval ready (torch {torch.__version__}, transformers {transformers.__version__})')"

@@ -26,7 +26,7 @@ import numpy as np
 
 from marble_eval.files import atomic_write_bytes, atomic_write_json
 from marble_eval.errors import MarbleEvalError
-from marble_eval.paths import PROJECT_ROOT
+from marble_eval.paths import source_checkout
 
 SCHEMA_VERSION = 1
 METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
@@ -47,13 +47,18 @@ def environment() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """The checkout's HEAD commit (with "-dirty" when there are uncommitted changes), if any."""
+    """The checkout's HEAD commit (with "-dirty" when there are uncommitted changes), if any.
+
+    None for an installed package: the folder it is installed in may belong to another project's repo."""
+    checkout = source_checkout()
+    if checkout is None:
+        return None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
                               timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
