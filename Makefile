@@ -2,12 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# MODEL may name several models ("A B"), DATASET several datasets ("makam,lyra" or all); RECIPE, SEEDS and
+# PROTOCOL default to the protocol preset's (culturemert: mlp, 5 seeds).
 MODEL   ?= fixture
 DATASET ?= fixture
-RECIPE  ?= mlp
-SEEDS   ?= 5
+RECIPE  ?=
+SEEDS   ?=
+PROTOCOL ?=
 RESULTS ?= results
 DATA_DIR ?=
+DATA_CONFIG ?=
 EVAL_ARGS ?=
 
 .PHONY: setup test test-fast lint eval bench leaderboard clean
@@ -30,7 +34,7 @@ lint: setup
 	$(PY) -m ruff check marble_eval tests bench scripts
 
 eval: setup
-	$(PY) -m marble_eval eval --model $(MODEL) --dataset $(DATASET) --recipe $(RECIPE) --seeds $(SEEDS) --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(EVAL_ARGS)
+	$(PY) -m marble_eval eval $(foreach m,$(MODEL),--model $(m)) --dataset $(DATASET) --results-dir $(RESULTS) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DATA_CONFIG),--data-config $(DATA_CONFIG)) $(EVAL_ARGS)
 	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)
 
 leaderboard: setup
