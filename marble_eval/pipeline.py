@@ -1,4 +1,4 @@
-"""Probe stage orchestration: cached features -> per-split probe data -> grid -> result dict."""
+"""Probe stage orchestration: cached features -> per-split probe data -> grid -> ProbeResult."""
 
 from __future__ import annotations
 
@@ -8,12 +8,25 @@ from typing import Any
 
 import numpy as np
 
-from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.errors import MarbleEvalError
+from marble_eval.features.cache import FeatureCache
+from marble_eval.files import sha256_json
 from marble_eval.models.base import ModelInfo
 from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, run_grid
-from marble_eval.results.store import SCHEMA_VERSION, environment, utc_now
+from marble_eval.results.schema import (
+    DatasetRecord,
+    ExtractionRecord,
+    GridConfig,
+    ModelRecord,
+    ProbeResult,
+    ProtocolRecord,
+    ResultIdentity,
+    SelectedConfig,
+    SummaryStat,
+    Timings,
+)
+from marble_eval.results.store import environment, utc_now
 
 
 def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, SplitData], dict[str, dict[str, str]]]:
@@ -57,8 +70,8 @@ class TestPredictions:
 
 
 def run_probe(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe, grid: GridSpec,
-              show_progress: bool = True, max_epochs: int | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Train the grid on the cached features and return the full result dict (results.py schema)."""
+              show_progress: bool = True, max_epochs: int | None = None, threads: int | None = None) -> ProbeResult:
+    """Train the grid on the cached features and return the full result (results/schema.py)."""
     return run_probe_with_predictions(cache, dataset, model, recipe, grid, show_progress, max_epochs, threads)[0]
 
 
@@ -68,10 +81,33 @@ def auto_threads(dim: int) -> int | None:
     return 1 if dim < 512 else None
 
 
+def protocol_record(cache: FeatureCache, recipe: ProbeRecipe, grid: GridSpec, max_epochs: int | None = None,
+                    **fields: Any) -> ProtocolRecord:
+    """The protocol part of a result: the recipe, grid and the extraction settings of ``cache``;
+    ``fields`` sets the others (preset, overrides, batch_unit, ..., see ProtocolRecord)."""
+    key = cache.key
+    return ProtocolRecord(**{"recipe": recipe_dict(recipe), "grid": grid_dict(grid),
+                             "window_seconds": key.window_seconds, "max_seconds": key.max_seconds,
+                             "precision": key.precision, "storage": key.storage, "cache_key": key.digest(),
+                             "max_epochs_override": max_epochs, **fields})
+
+
+def result_identity(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe, grid: GridSpec,
+                    max_epochs: int | None = None, **fields: Any) -> ResultIdentity:
+    """The identity the result of these inputs will have (before training: a rerun can be skipped)."""
+    return ResultIdentity.of(model.fingerprint, dataset.name, dataset.identity(),
+                             protocol_record(cache, recipe, grid, max_epochs, **fields))
+
+
 def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe,
                                grid: GridSpec, show_progress: bool = True, max_epochs: int | None = None,
-                               threads: int | None = None) -> tuple[dict[str, Any], TestPredictions]:
-    """run_probe, plus the selected probes' per-item test probabilities."""
+                               threads: int | None = None, display_name: str | None = None,
+                               protocol_fields: dict[str, Any] | None = None) -> tuple[ProbeResult, TestPredictions]:
+    """run_probe, plus the selected probes' per-item test probabilities.
+
+    ``protocol_fields`` fills the ProtocolRecord fields beyond recipe, grid and cache (preset, overrides,
+    batch_unit, ...); ``display_name`` is the model's name in tables.
+    """
     started = time.perf_counter()
     data, excluded_items = probe_inputs(cache, dataset)
     loaded = time.perf_counter()
@@ -83,29 +119,26 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
     test_items = [item for item in dataset.split("test") if item.id not in excluded_items]
     predictions = TestPredictions([item.id for item in test_items], data["test"].labels,
                                   list(trained.test_probabilities or []), list(grid.seeds), list(dataset.vocabulary))
-    key = cache.key
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "created": utc_now(),
-        "model": {"id": model.model_id, "family": model.family, "fingerprint": model.fingerprint,
-                  "revision": model.revision, "hidden_states": model.n_hidden_states, "dim": model.dim,
-                  "parameters": model.n_parameters},
-        "dataset": {"name": dataset.name, "version": dataset.version, "task": dataset.task,
-                    "tags": list(dataset.vocabulary),
-                    "splits": {split: int(data[split].labels.shape[0]) for split in SPLITS},
-                    "notes": list(dataset.notes)},
-        "protocol": {"recipe": recipe_dict(recipe), "grid": grid_dict(grid),
-                     "window_seconds": key.window_seconds, "max_seconds": key.max_seconds,
-                     "precision": key.precision, "storage": key.storage, "cache_key": key.digest(),
-                     "max_epochs_override": max_epochs},
-        "extraction": {"cache_dir": str(cache.directory), "excluded_items": excluded_items},
-        "summary": grid_result["summary"],
-        "selected": grid_result["selected"],
-        "grid": grid_result["configs"],
-        "excluded_tags": grid_result.get("excluded_tags", []),
-        "environment": environment(),
-        "timings": {"load_seconds": round(loaded - started, 3), "probe_seconds": round(finished - loaded, 3)},
-    }
+    result = ProbeResult(
+        created=utc_now(),
+        model=ModelRecord(id=model.model_id, name=display_name, family=model.family, fingerprint=model.fingerprint,
+                          revision=model.revision, hidden_states=model.n_hidden_states, dim=model.dim,
+                          parameters=model.n_parameters),
+        dataset=DatasetRecord(name=dataset.name, version=str(dataset.version), task=dataset.task,
+                              identity=dataset.identity(), tags=list(dataset.vocabulary),
+                              splits={split: int(data[split].labels.shape[0]) for split in SPLITS},
+                              split_items={split: len(dataset.split(split)) for split in SPLITS},
+                              test_items_digest=sha256_json(sorted(predictions.item_ids)),
+                              notes=list(dataset.notes)),
+        protocol=protocol_record(cache, recipe, grid, max_epochs, **(protocol_fields or {})),
+        extraction=ExtractionRecord(cache_dir=str(cache.directory), excluded_items=excluded_items),
+        summary={metric: SummaryStat(**stats) for metric, stats in grid_result["summary"].items()},
+        selected=[SelectedConfig(**selected) for selected in grid_result["selected"]],
+        grid=[GridConfig(**config) for config in grid_result["configs"]],
+        excluded_tags=grid_result.get("excluded_tags", []),
+        environment=environment(),
+        timings=Timings(load_seconds=round(loaded - started, 3), probe_seconds=round(finished - loaded, 3)),
+    )
     return result, predictions
 
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_model_args, add_precision_arg,
-                                    add_window_args,
-                                    features_root, load_dataset_from_args, load_model_from_args)
+from marble_eval.cli.common import (
+    add_cache_args,
+    add_dataset_args,
+    add_model_args,
+    add_precision_arg,
+    add_window_args,
+    features_root,
+    load_dataset_from_args,
+    load_model_from_args,
+)
 from marble_eval.errors import MarbleEvalError
 
 DEFAULT_RESULTS = Path("results")
@@ -25,6 +32,9 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo a result that already exists with exactly this model, dataset and protocol")
+    parser.add_argument("--name", default=None, help="display name in tables (the model fingerprint stays its identity)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -75,12 +85,17 @@ def parse_layers(text: str, n_hidden_states: int) -> list:
     return layers
 
 
-def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
-    """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write and return the result."""
-    from marble_eval.pipeline import run_probe_with_predictions
+def probe_and_write(args: argparse.Namespace, model, dataset) -> Path:
+    """Run the grid for ``args`` on the cache of ``model`` x ``dataset``; write the result, return its path.
+
+    A result of exactly this model, dataset and protocol already in --results-dir is kept (no training)
+    unless --overwrite.
+    """
     from marble_eval.features.extract import ExtractSettings, open_cache
+    from marble_eval.pipeline import result_identity, run_probe_with_predictions
     from marble_eval.probes import load_recipe
-    from marble_eval.results.store import write_predictions, write_result
+    from marble_eval.results.schema import ProbeResult
+    from marble_eval.results.store import find_existing, write_predictions, write_result
 
     recipe = load_recipe(args.recipe)
     grid = grid_from_args(args, model.info.n_hidden_states)
@@ -88,27 +103,34 @@ def probe_and_write(args: argparse.Namespace, model, dataset) -> dict:
     settings = ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                                precision=args.precision, storage=args.storage)
     cache = open_cache(features_root(args), model, dataset, settings)
+    existing = find_existing(args.results_dir, result_identity(cache, dataset, model.info, recipe, grid,
+                                                               args.max_epochs))
+    if existing is not None and not args.overwrite:
+        print(f"results: {existing} (already computed with this model, dataset and protocol; "
+              f"--overwrite to redo)")
+        print(summary_line(ProbeResult.from_disk(existing)))
+        return existing
     result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe, grid,
                                                      show_progress=not args.no_progress, max_epochs=args.max_epochs,
-                                                     threads=args.threads)
-    path = write_result(args.results_dir, result)
+                                                     threads=args.threads, display_name=args.name)
+    path = write_result(args.results_dir, result, overwrite=True)
     if predictions.probs:
         write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
                           predictions.tags)
     print(f"results: {path}")
     print(summary_line(result))
-    return result
+    return path
 
 
-def summary_line(result: dict) -> str:
+def summary_line(result) -> str:
     """One line: the dataset's row (test metrics, mean ± std over seeds, in percent)."""
     parts = []
     for metric, label in (("roc_auc", "ROC-AUC"), ("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
-        stats = result["summary"].get(metric)
+        stats = result.stat(metric)
         if stats:
-            parts.append(f"{label} {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}")
-    chosen = ", ".join(f"seed {s['seed']}: lr {s['lr']:g} layer {s['layer']}" for s in result["selected"])
-    return f"{result['model']['id']} on {result['dataset']['name']}: {'  '.join(parts)}  (selected {chosen})"
+            parts.append(f"{label} {100 * stats.mean:.1f} ± {100 * stats.std:.1f}")
+    chosen = ", ".join(f"seed {s.seed}: lr {s.lr:g} layer {s.layer}" for s in result.selected)
+    return f"{result.model.display} on {result.dataset.name}: {'  '.join(parts)}  (selected {chosen})"
 
 
 def run(args: argparse.Namespace) -> int:

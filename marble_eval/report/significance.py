@@ -13,7 +13,7 @@ Method (docs/report.md):
   leaderboard shows); the interval is the 2.5 / 97.5 percentile of the replicate differences, and
   the difference is "significant" when the interval excludes 0.
 
-Per-item predictions live beside each results JSON: ``<slug>__<recipe>.predictions.npz`` with
+Per-item predictions live beside each results JSON (results.store.predictions_path) with
 ``item_ids`` [n], ``y_true`` [n, T], ``probs`` [n_seeds, n, T], ``seeds`` [n_seeds], ``tags`` [T].
 """
 
@@ -23,11 +23,13 @@ import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.report.comparable import column_references
+from marble_eval.results.schema import ProbeResult
+from marble_eval.results.store import predictions_path
 
 METRICS = ("roc_auc", "map")
 KEYS = ("item_ids", "y_true", "probs", "seeds", "tags")
@@ -71,13 +73,6 @@ class Comparison:
     n_seeds: tuple[int, int]
     n_boot: int
     level: float
-
-
-def predictions_path(result_path: str | Path) -> Path:
-    """``results/<dataset>/<slug>__<recipe>.predictions.npz`` beside the results JSON."""
-    path = Path(result_path)
-    return path.with_name(path.name[: -len(".json")] + ".predictions.npz" if path.name.endswith(".json")
-                          else path.name + ".predictions.npz")
 
 
 def load_predictions(path: str | Path) -> Predictions | None:
@@ -201,22 +196,30 @@ def bootstrap_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.nd
     return intervals
 
 
-def compare_results(results: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0,
+def compare_results(results: list[ProbeResult], n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95) -> tuple[list[Comparison], list[str]]:
-    """Every pair of models per dataset (one recipe's results); returns comparisons and notes.
+    """Every comparable pair of models per dataset (one recipe's results); returns comparisons and notes.
 
-    A result without a predictions file beside its JSON is left out with a note.
+    Only results of a dataset's reference protocol and test items (report.comparable) are paired; the
+    others, and results without a predictions file beside their JSON, are left out with a note.
     """
     notes: list[str] = []
+    references = column_references(results)
     by_dataset: dict[str, list[tuple[str, Predictions]]] = {}
-    for result in sorted(results, key=lambda r: (r["dataset"]["name"], r["model"]["id"])):
-        path = predictions_path(result.get("_path", ""))
-        predictions = load_predictions(path) if result.get("_path") else None
-        if predictions is None:
-            notes.append(f"no per-item predictions for {result['model']['id']} on {result['dataset']['name']} "
-                         f"({path.name} missing): no significance test for it")
+    for result in sorted(results, key=lambda r: (r.dataset.name, r.model.display)):
+        name, dataset = result.model.display, result.dataset.name
+        reference = references[dataset]
+        if (result.comparison_key(), result.dataset.test_items_digest) != (reference.protocol, reference.test_items):
+            notes.append(f"{name} on {dataset}: another protocol or other test items than the other results there; "
+                         f"no significance test for it")
             continue
-        by_dataset.setdefault(result["dataset"]["name"], []).append((result["model"]["id"], predictions))
+        path = predictions_path(result.path) if result.path else None
+        predictions = load_predictions(path) if path else None
+        if predictions is None:
+            notes.append(f"no per-item predictions for {name} on {dataset} "
+                         f"({path.name if path else 'result not on disk'} missing): no significance test for it")
+            continue
+        by_dataset.setdefault(dataset, []).append((name, predictions))
     comparisons = []
     for dataset, models in by_dataset.items():
         for (id_a, pred_a), (id_b, pred_b) in itertools.combinations(models, 2):
