@@ -138,8 +138,8 @@ def test_every_family_runs_end_to_end(tmp_path, small_fixture_yaml):
         assert summary.extracted == 24 and not summary.failures, family
         cache = open_cache(tmp_path / "cache", model, dataset, ExtractSettings())
         result = run_probe(cache, dataset, model.info, recipe, GridSpec.quick([0]), show_progress=False, max_epochs=2)
-        assert result["model"]["family"] == family
-        assert 0.0 <= result["summary"]["roc_auc"]["mean"] <= 1.0
+        assert result.model.family == family
+        assert 0.0 <= result.summary["roc_auc"].mean <= 1.0
 
 
 def test_predictions_beside_the_result_reproduce_the_selected_test_metrics(evaluated):
@@ -148,7 +148,7 @@ def test_predictions_beside_the_result_reproduce_the_selected_test_metrics(evalu
     from marble_eval.metrics import compute_metrics
 
     root, _, _ = evaluated
-    path = next((root / "results").glob("tiny-fixture/*__mlp.json"))
+    path = next((root / "results").glob("tiny-fixture/*__mlp__*.json"))
     result = json.loads(path.read_text())
     stored = np.load(path.with_suffix(".predictions.npz"))
     assert stored["probs"].shape == (2, 6, 8) and stored["y_true"].shape == (6, 8)

@@ -329,25 +329,55 @@ def _nested(annotation: Any) -> type[BaseModel] | None:
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("marble_eval.results.schema.", "")
-    return text.replace("<class '", "").replace("'>", "").replace("NoneType", "null")
+    """A field's type in words (no "|": it would split a Markdown table cell)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if annotation is Any:
+        return "any"
+    if isinstance(annotation, types.UnionType) or origin is typing.Union:
+        return " or ".join(_type_name(arg) for arg in args)
+    if origin is Literal:
+        return " or ".join(json.dumps(arg) for arg in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"map of {_type_name(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _child_path(prefix: str, name: str, annotation: Any) -> str:
+    """Where a nested record sits: ``a.b``, ``a.b[]`` (list items) or ``a.b.<key>`` (map values)."""
+    path = name if not prefix else f"{prefix}.{name}"
+    for origin, suffix in ((list, "[]"), (dict, ".<key>")):
+        if typing.get_origin(annotation) is origin or any(typing.get_origin(arg) is origin
+                                                          for arg in typing.get_args(annotation)):
+            return path + suffix
+    return path
 
 
 def schema_markdown() -> str:
-    """The results JSON's fields as Markdown tables, generated from ProbeResult."""
-    sections, queue, seen = [], [("(top level)", ProbeResult)], set()
+    """The results JSON's fields as Markdown tables, one per record type, generated from ProbeResult."""
+    places: dict[type[BaseModel], list[str]] = {ProbeResult: ["(top level)"]}
+    queue: list[tuple[str, type[BaseModel]]] = [("", ProbeResult)]
     while queue:
         prefix, record = queue.pop(0)
-        if record in seen:
-            continue
-        seen.add(record)
-        rows = [f"### `{prefix}`: {record.__doc__.strip().splitlines()[0]}", "", "| key | type | what |",
-                "|---|---|---|"]
         for name, field in record.model_fields.items():
-            rows.append(f"| `{name}` | `{_type_name(field.annotation)}` | {field.description or ''} |")
             inner = _nested(field.annotation)
             if inner is not None:
-                queue.append((name if prefix == "(top level)" else f"{prefix}.{name}", inner))
+                path = _child_path(prefix, name, field.annotation)
+                places.setdefault(inner, [])
+                if not places[inner]:
+                    queue.append((path, inner))
+                places[inner].append(path)
+    sections = []
+    for record, paths in places.items():
+        rows = [f"### {', '.join(f'`{p}`' for p in paths)}: {(record.__doc__ or '').strip().splitlines()[0]}", "",
+                "| key | type | what |", "|---|---|---|"]
+        rows += [f"| `{name}` | {_type_name(field.annotation)} | {field.description or ''} |"
+                 for name, field in record.model_fields.items()]
         sections.append("\n".join(rows) + "\n")
     return "\n".join(sections)
 
