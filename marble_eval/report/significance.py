@@ -139,7 +139,7 @@ def weighted_macro_metrics(y_true: np.ndarray, scores: np.ndarray, counts: np.nd
         return {"roc_auc": np.nanmean(auc, axis=1), "map": np.nanmean(ap, axis=1)}
 
 
-def _paired(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y_true and both models' probs restricted to the common items and tags, in a's order."""
     common = np.intersect1d(a.item_ids, b.item_ids)
     if common.size < 2:
@@ -159,7 +159,7 @@ def _paired(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.
 def paired_bootstrap(a: Predictions, b: Predictions, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> dict[str, Interval]:
     """{metric: Interval} of a - b by the paired bootstrap described in the module docstring."""
-    y_true, probs_a, probs_b = _paired(a, b)
+    y_true, probs_a, probs_b = paired_arrays(a, b)
     return bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
 
 
@@ -223,7 +223,7 @@ def compare_results(results: list[ProbeResult], n_boot: int = 1000, seed: int = 
     comparisons = []
     for dataset, models in by_dataset.items():
         for (id_a, pred_a), (id_b, pred_b) in itertools.combinations(models, 2):
-            y_true, probs_a, probs_b = _paired(pred_a, pred_b)
+            y_true, probs_a, probs_b = paired_arrays(pred_a, pred_b)
             intervals = bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
             comparisons.append(Comparison(dataset, id_a, id_b, intervals, y_true.shape[0],
                                           (probs_a.shape[0], probs_b.shape[0]), n_boot, level))
