@@ -149,3 +149,15 @@ def test_page_renders_and_sorts_in_headless_chromium(tmp_path):
     shot = tmp_path / "shot.png"
     done = _browser(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
     assert done.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+def test_report_has_a_section_per_compared_pair(tmp_path):
+    _write(tmp_path / "results")
+    assert main(["report", "--results-dir", str(tmp_path / "results"), "--output", str(tmp_path / "site"),
+                 "--bootstrap", "100", "--compare", "CultureMERT-95M", "MERT-v1-95M"]) == 0
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert "<h2 id=\"compare-0\">ntua-slp/CultureMERT-95M vs m-a-p/MERT-v1-95M</h2>" in page
+    summary = re.search(r'<table id="compare-0-summary".*?</table>', page, re.S).group(0)
+    assert "Carnatic" in summary and "<span class=sig>*</span>" in summary  # shift 3.0 vs 0.5: significant
+    tags = re.search(r'<table id="compare-0-carnatic".*?</table>', page, re.S).group(0)
+    assert all(f">{tag}<" in tags for tag in TAGS)

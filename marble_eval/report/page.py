@@ -191,11 +191,35 @@ def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list
     return "".join(out)
 
 
+def _compare_section(chosen: list[ProbeResult], pairs: list[tuple[str, str]], n_boot: int) -> str:
+    """One "A vs B" section per pair: per dataset summary and per tag tables (report.compare)."""
+    from marble_eval.report.compare import compare_models, summary_frame, tag_table
+
+    out = []
+    for k, (a, b) in enumerate(pairs):
+        comparisons = compare_models(chosen, a, b, n_boot=max(n_boot, 1))
+        names = (comparisons[0].a.model.display, comparisons[0].b.model.display)
+        out += [f'<h2 id="compare-{k}">{_esc(names[0])} vs {_esc(names[1])}</h2>',
+                "<p>A = first, B = second; test, percent; Δ = A - B with its 95% paired-bootstrap interval "
+                "(<span class=sig>*</span> = excludes 0).</p>",
+                frame_html(summary_frame(comparisons), f"compare-{k}-summary")]
+        for c in comparisons:
+            if not c.tags.empty:
+                out.append(f"<details><summary>{_esc(DATASET_COLUMNS.get(c.dataset, c.dataset))}: per tag "
+                           f"(support = positive test items)</summary>"
+                           f"{frame_html(tag_table(c.tags), f'compare-{k}-{c.dataset}', sortable=True)}</details>")
+    return "".join(out)
+
+
 def build_page(results: list[ProbeResult], output: Path, recipe: str | None = None, n_boot: int = 1000,
-               published: bool = True) -> Path:
-    """Write ``output``/index.html (and figures/ beside it); returns the page's path."""
+               published: bool = True, compare: list[tuple[str, str]] | None = None) -> Path:
+    """Write ``output``/index.html (and figures/ beside it); returns the page's path.
+
+    ``compare`` adds a section per (model A, model B) pair (see marble_eval.report.compare).
+    """
     output = Path(output)
     chosen = results_for_recipe(results, recipe)
+    compare_html = _compare_section(chosen, compare or [], n_boot)
     recipe_name = chosen[0].protocol.recipe_name
     comparisons, notes = compare_results(chosen, n_boot=n_boot) if n_boot > 0 else ([], ["significance skipped"])
     board = leaderboard_frames(chosen, published=published, winners=significant_winners(comparisons))
@@ -231,6 +255,7 @@ row over the datasets every measured row has (see the notes under the tables). <
 <p>Paired bootstrap over test items (paired by item id) and seeds ({n_boot} replicates): model A - model B in percent
 points with the 2.5 / 97.5 percentile interval; <span class=sig>*</span> = the interval excludes 0.</p>
 {significance}<ul>{note_html}</ul>
+{compare_html}
 {"".join(_dataset_section(d, [r for r in chosen if r.dataset.name == d], comparisons, figures) for d in datasets)}
 """
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>marble-eval report</title>'
