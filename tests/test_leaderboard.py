@@ -84,6 +84,10 @@ def test_other_test_items_are_marked_and_skipped_items_shown(tmp_path):
     assert table.loc["a/model", "Carnatic"] == "83.3 / 78.2"
     assert table.loc["c/model", "Carnatic"] == "80.0 / 70.0 (8/10 test)‡"
     assert any(note.startswith("‡ Carnatic: scored on other test items") for note in board.notes)
+    relabelled = make_result("d/model", "carnatic", 0.8, 0.7, dataset={"identity": "other-labels"})
+    write_result(tmp_path, relabelled)
+    table = leaderboard_frames(read_results(tmp_path)).frames["ROC-AUC / mAP"].set_index("Model")
+    assert table.loc["d/model", "Carnatic"] == "80.0 / 70.0‡"  # same items, another dataset version
     assert "(k/n test): k of the dataset's n test items had usable audio" in board.notes
 
 

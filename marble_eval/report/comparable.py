@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from marble_eval.files import sha256_json
 from marble_eval.results.schema import ProbeResult
 
 
@@ -18,8 +19,13 @@ class ColumnReference:
     """The protocol and test items the results of one dataset are compared under."""
 
     protocol: str
-    test_items: str | None
+    test_items: str  # items_key of the reference results
     example: ProbeResult
+
+
+def items_key(result: ProbeResult) -> str:
+    """Digest of what a result was scored on: its test item ids and the dataset's identity (labels, splits)."""
+    return sha256_json([result.dataset.test_items_digest, result.dataset.identity])
 
 
 def column_references(results: list[ProbeResult]) -> dict[str, ColumnReference]:
@@ -31,16 +37,16 @@ def column_references(results: list[ProbeResult]) -> dict[str, ColumnReference]:
         counts = Counter(r.comparison_key() for r in column)
         protocol = min(counts, key=lambda key: (-counts[key], key))
         same = [r for r in column if r.comparison_key() == protocol]
-        items = Counter(r.dataset.test_items_digest for r in same)
-        test_items = min(items, key=lambda key: (-items[key], key or ""))
+        items = Counter(items_key(r) for r in same)
+        test_items = min(items, key=lambda key: (-items[key], key))
         references[dataset] = ColumnReference(protocol, test_items, same[0])
     return references
 
 
 def comparable(a: ProbeResult, b: ProbeResult) -> bool:
-    """True when ``a`` and ``b`` measured the same dataset under the same protocol on the same test items."""
+    """True when ``a`` and ``b`` measured the same dataset (version) under the same protocol on the same test items."""
     return (a.dataset.name == b.dataset.name and a.comparison_key() == b.comparison_key()
-            and a.dataset.test_items_digest == b.dataset.test_items_digest)
+            and items_key(a) == items_key(b))
 
 
 def protocol_differences(a: ProbeResult, b: ProbeResult) -> list[str]:

@@ -4,7 +4,7 @@ Table 1: one row per model, one column per dataset holding "ROC-AUC / mAP" (perc
 Table 2: the same for micro-F1 / macro-F1. Avg is the mean of a row's numbers over the datasets that
 every measured row has (the notes say which). Within a dataset column, the results of the most
 common protocol (and test items) are the reference: a result run with another protocol is marked
-"†", one scored on other test items "‡", and neither is tested for significance against the others.
+"†", one scored on other test items (or another dataset version) "‡", and neither is tested for significance against the others.
 A result that could not use every test item the dataset lists shows "(k/n test)".
 
 Optionally the published rows (marble_eval.report.published) and "Δ" rows (measured - published,
@@ -25,6 +25,7 @@ from marble_eval.files import atomic_write_bytes
 from marble_eval.report.comparable import (
     ColumnReference,
     column_references,
+    items_key,
     protocol_differences,
 )
 from marble_eval.report.published import PUBLISHED, PublishedModel, find_published
@@ -86,7 +87,7 @@ def _rows(chosen: list[ProbeResult], references: dict[str, ColumnReference]) -> 
         label = display if names[display] == 1 else f"{display} [{fingerprint[:8]}]"
         for runs in cells.values():
             runs.sort(key=lambda r: (r.comparison_key() != references[r.dataset.name].protocol,
-                                     r.dataset.test_items_digest != references[r.dataset.name].test_items,
+                                     items_key(r) != references[r.dataset.name].test_items,
                                      r.created), reverse=False)
         for k in range(max(len(runs) for runs in cells.values())):
             row = _Row(label if k == 0 else f"{label} (run {k + 1})")
@@ -143,7 +144,7 @@ def leaderboard_frames(results: list[ProbeResult], recipe: str | None = None, pu
                 if result.comparison_key() != reference.protocol:
                     suffix += OTHER_PROTOCOL
                     marks_used[OTHER_PROTOCOL].add(dataset)
-                elif result.dataset.test_items_digest != reference.test_items:
+                elif items_key(result) != reference.test_items:
                     suffix += OTHER_ITEMS
                     marks_used[OTHER_ITEMS].add(dataset)
                 numbers = " / ".join(_fmt(_percent(result, m)) + ("*" if winners.get((dataset, row.label, m)) else "")
@@ -225,8 +226,8 @@ def _notes(chosen: list[ProbeResult], references: dict[str, ColumnReference], ma
         notes.append(f"{OTHER_PROTOCOL} {column_title(dataset)}: run with another protocol than the column's other "
                      f"results ({', '.join(fields)}); not compared with them")
     for dataset in ordered_datasets(marks[OTHER_ITEMS]):
-        notes.append(f"{OTHER_ITEMS} {column_title(dataset)}: scored on other test items than the column's other "
-                     f"results; not compared with them")
+        notes.append(f"{OTHER_ITEMS} {column_title(dataset)}: scored on other test items (or another version of "
+                     f"the dataset) than the column's other results; not compared with them")
     if skipped:
         notes.append("(k/n test): k of the dataset's n test items had usable audio")
     if published:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.report.comparable import column_references
+from marble_eval.report.comparable import column_references, items_key
 from marble_eval.results.schema import ProbeResult
 from marble_eval.results.store import predictions_path
 
@@ -209,7 +209,7 @@ def compare_results(results: list[ProbeResult], n_boot: int = 1000, seed: int = 
     for result in sorted(results, key=lambda r: (r.dataset.name, r.model.display)):
         name, dataset = result.model.display, result.dataset.name
         reference = references[dataset]
-        if (result.comparison_key(), result.dataset.test_items_digest) != (reference.protocol, reference.test_items):
+        if (result.comparison_key(), items_key(result)) != (reference.protocol, reference.test_items):
             notes.append(f"{name} on {dataset}: another protocol or other test items than the other results there; "
                          f"no significance test for it")
             continue
