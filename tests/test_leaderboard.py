@@ -108,3 +108,11 @@ def test_display_names_and_formats_and_leaderboard_file(tmp_path):
     assert "\\begin{tabular}" in render(board, "latex")
     path = write_leaderboard_md(tmp_path, render(board, "md"))
     assert path.name == "LEADERBOARD.md" and "79.2 / 43.2" in path.read_text()
+
+
+def test_a_tie_between_test_item_sets_keeps_the_larger_as_reference(tmp_path):
+    write_result(tmp_path, make_result("a/model", "carnatic", 0.8, 0.4, test_ids=TEST_IDS[:8], test_total=10))
+    write_result(tmp_path, make_result("b/model", "carnatic", 0.7, 0.3))
+    table = leaderboard_frames(read_results(tmp_path)).frames["ROC-AUC / mAP"].set_index("Model")
+    assert table.loc["a/model", "Carnatic"] == "80.0 / 40.0 (8/10 test)‡"
+    assert table.loc["b/model", "Carnatic"] == "70.0 / 30.0"

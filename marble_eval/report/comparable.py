@@ -30,7 +30,7 @@ def items_key(result: ProbeResult) -> str:
 
 def column_references(results: list[ProbeResult]) -> dict[str, ColumnReference]:
     """Per dataset: the most common protocol (ties: the first in key order) and, among its results,
-    the most common test-item set."""
+    the most common test-item set (ties: the larger)."""
     references = {}
     for dataset in {r.dataset.name for r in results}:
         column = [r for r in results if r.dataset.name == dataset]
@@ -38,7 +38,8 @@ def column_references(results: list[ProbeResult]) -> dict[str, ColumnReference]:
         protocol = min(counts, key=lambda key: (-counts[key], key))
         same = [r for r in column if r.comparison_key() == protocol]
         items = Counter(items_key(r) for r in same)
-        test_items = min(items, key=lambda key: (-items[key], key))
+        size = {items_key(r): r.dataset.splits.get("test", 0) for r in same}
+        test_items = min(items, key=lambda key: (-items[key], -size[key], key))  # ties: the most test items
         references[dataset] = ColumnReference(protocol, test_items, same[0])
     return references
 
