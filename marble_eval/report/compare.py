@@ -163,5 +163,5 @@ def render_comparison(comparisons: list[DatasetComparison]) -> str:
     for c in comparisons:
         text += [f"#### {column_title(c.dataset)}: per tag (support = positive test items)\n",
                  tag_table(c.tags).to_markdown(index=False, disable_numparse=True) if not c.tags.empty
-                 else "no per-tag scores in both results", ""]
+                 else "per-tag scores missing in one or both results", ""]
     return "\n".join(text) + "\n"

@@ -4,7 +4,8 @@ Table 1: one row per model, one column per dataset holding "ROC-AUC / mAP" (perc
 Table 2: the same for micro-F1 / macro-F1. Avg is the mean of a row's numbers over the datasets that
 every measured row has (the notes say which). Within a dataset column, the results of the most
 common protocol (and test items) are the reference: a result run with another protocol is marked
-"†", one scored on other test items (or another dataset version) "‡", and neither is tested for significance against the others.
+"†", one scored on other test items (or another dataset version) "‡", and neither is tested for
+significance against the others.
 A result that could not use every test item the dataset lists shows "(k/n test)".
 
 Optionally the published rows (marble_eval.report.published) and "Δ" rows (measured - published,
