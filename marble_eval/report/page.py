@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from marble_eval.files import atomic_write_bytes, atomic_write_json
 from marble_eval.report.leaderboard import (
     DATASET_COLUMNS,
     leaderboard_frames,
@@ -263,10 +263,10 @@ points with the 2.5 / 97.5 percentile interval; <span class=sig>*</span> = the i
             f"<body>{body}<script>{SCRIPT}</script></body></html>\n")
     output.mkdir(parents=True, exist_ok=True)
     path = output / "index.html"
-    path.write_text(page, encoding="utf-8")
-    (output / "report.json").write_text(json.dumps({
+    atomic_write_bytes(path, page.encode("utf-8"))
+    atomic_write_json(output / "report.json", {
         "recipe": recipe_name, "results": [str(r.path) if r.path else None for r in chosen], "notes": notes,
         "comparisons": [{"dataset": c.dataset, "model_a": c.model_a, "model_b": c.model_b, "n_items": c.n_items,
                          "n_boot": c.n_boot, "intervals": {m: vars(i) for m, i in c.intervals.items()}}
-                        for c in comparisons]}, indent=1))
+                        for c in comparisons]})
     return path
