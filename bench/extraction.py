@@ -369,7 +369,7 @@ def probe_drift(report: Report, seeds: int = 5, work: Path | None = None, model_
                    float(np.linalg.norm(other - reference) / np.linalg.norm(reference)), "")
         linear = {name: _linear_probe_metrics(cache, dataset) for name, cache in caches.items()}
         mlp = {name: run_probe(cache, dataset, model.info, load_recipe("mlp"), GridSpec.quick(seeds=list(range(seeds))),
-                               show_progress=False) for name, cache in caches.items()}
+                               show_progress=False).model_dump(mode="json") for name, cache in caches.items()}
         for metric in ("roc_auc", "map"):
             report(f"logistic probe {metric}, fp32", linear["fp32"][metric], "points")
             for name in ("fp32, fp16 storage", "bf16", "bf16, fp16 storage"):

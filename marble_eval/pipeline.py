@@ -16,16 +16,29 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.data_config import load_data_config
+from marble_eval.datasets.base import SPLITS, Dataset
 from marble_eval.errors import MarbleEvalError
 from marble_eval.features.cache import FeatureCache
 from marble_eval.features.extract import ExtractSettings, ExtractSummary, open_cache
+from marble_eval.files import sha256_json
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.paths import cache_root
 from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, load_recipe, run_grid
 from marble_eval.protocol import FROM_DATASET, Protocol, resolve_protocol
-from marble_eval.results.store import SCHEMA_VERSION, environment, utc_now, write_predictions, write_result
+from marble_eval.results.schema import (
+    DatasetRecord,
+    ExtractionRecord,
+    GridConfig,
+    ModelRecord,
+    ProbeResult,
+    ProtocolRecord,
+    ResultIdentity,
+    SelectedConfig,
+    SummaryStat,
+    Timings,
+)
+from marble_eval.results.store import environment, find_existing, utc_now, write_predictions, write_result
 
 
 def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, SplitData], dict[str, dict[str, str]]]:
@@ -69,8 +82,8 @@ class TestPredictions:
 
 
 def run_probe(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe, grid: GridSpec,
-              show_progress: bool = True, max_epochs: int | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Train the grid on the cached features and return the full result dict (results.py schema)."""
+              show_progress: bool = True, max_epochs: int | None = None, threads: int | None = None) -> ProbeResult:
+    """Train the grid on the cached features and return the full result (results/schema.py)."""
     return run_probe_with_predictions(cache, dataset, model, recipe, grid, show_progress, max_epochs, threads)[0]
 
 
@@ -80,10 +93,33 @@ def auto_threads(dim: int) -> int | None:
     return 1 if dim < 512 else None
 
 
+def protocol_record(cache: FeatureCache, recipe: ProbeRecipe, grid: GridSpec, max_epochs: int | None = None,
+                    **fields: Any) -> ProtocolRecord:
+    """The protocol part of a result: the recipe, grid and the extraction settings of ``cache``;
+    ``fields`` sets the others (preset, overrides, batch_unit, ..., see ProtocolRecord)."""
+    key = cache.key
+    return ProtocolRecord(**{"recipe": recipe_dict(recipe), "grid": grid_dict(grid),
+                             "window_seconds": key.window_seconds, "max_seconds": key.max_seconds,
+                             "precision": key.precision, "storage": key.storage, "cache_key": key.digest(),
+                             "max_epochs_override": max_epochs, **fields})
+
+
+def result_identity(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe, grid: GridSpec,
+                    max_epochs: int | None = None, **fields: Any) -> ResultIdentity:
+    """The identity the result of these inputs will have (before training: a rerun can be skipped)."""
+    return ResultIdentity.of(model.fingerprint, dataset.name, dataset.identity(),
+                             protocol_record(cache, recipe, grid, max_epochs, **fields))
+
+
 def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe,
                                grid: GridSpec, show_progress: bool = True, max_epochs: int | None = None,
-                               threads: int | None = None) -> tuple[dict[str, Any], TestPredictions]:
-    """run_probe, plus the selected probes' per-item test probabilities."""
+                               threads: int | None = None, display_name: str | None = None,
+                               protocol_fields: dict[str, Any] | None = None) -> tuple[ProbeResult, TestPredictions]:
+    """run_probe, plus the selected probes' per-item test probabilities.
+
+    ``protocol_fields`` fills the ProtocolRecord fields beyond recipe, grid and cache (preset, overrides,
+    batch_unit, ...); ``display_name`` is the model's name in tables.
+    """
     started = time.perf_counter()
     data, excluded_items = probe_inputs(cache, dataset)
     loaded = time.perf_counter()
@@ -95,29 +131,28 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
     test_items = [item for item in dataset.split("test") if item.id not in excluded_items]
     predictions = TestPredictions([item.id for item in test_items], data["test"].labels,
                                   list(trained.test_probabilities or []), list(grid.seeds), list(dataset.vocabulary))
-    key = cache.key
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "created": utc_now(),
-        "model": {"id": model.model_id, "family": model.family, "fingerprint": model.fingerprint,
-                  "revision": model.revision, "hidden_states": model.n_hidden_states, "dim": model.dim,
-                  "parameters": model.n_parameters},
-        "dataset": {"name": dataset.name, "version": dataset.version, "task": dataset.task,
-                    "tags": list(dataset.vocabulary),
-                    "splits": {split: int(data[split].labels.shape[0]) for split in SPLITS},
-                    "notes": list(dataset.notes)},
-        "protocol": {"recipe": recipe_dict(recipe), "grid": grid_dict(grid),
-                     "window_seconds": key.window_seconds, "max_seconds": key.max_seconds,
-                     "precision": key.precision, "storage": key.storage, "cache_key": key.digest(),
-                     "max_epochs_override": max_epochs},
-        "extraction": {"cache_dir": str(cache.directory), "excluded_items": excluded_items},
-        "summary": grid_result["summary"],
-        "selected": grid_result["selected"],
-        "grid": grid_result["configs"],
-        "excluded_tags": grid_result.get("excluded_tags", []),
-        "environment": environment(),
-        "timings": {"load_seconds": round(loaded - started, 3), "probe_seconds": round(finished - loaded, 3)},
-    }
+    result = ProbeResult(
+        created=utc_now(),
+        model=ModelRecord(id=model.model_id, name=display_name, family=model.family, fingerprint=model.fingerprint,
+                          revision=model.revision, hidden_states=model.n_hidden_states, dim=model.dim,
+                          parameters=model.n_parameters),
+        dataset=DatasetRecord(name=dataset.name, version=str(dataset.version), task=dataset.task,
+                              identity=dataset.identity(), tags=list(dataset.vocabulary),
+                              splits={split: int(data[split].labels.shape[0]) for split in SPLITS},
+                              split_items={split: len(dataset.split(split)) for split in SPLITS},
+                              test_items_digest=sha256_json(sorted(predictions.item_ids)),
+                              vocabulary_source=dataset.vocabulary_source, limit=dataset.limit,
+                              notes=list(dataset.notes)),
+        protocol=protocol_record(cache, recipe, grid, max_epochs, **(protocol_fields or {})),
+        extraction=ExtractionRecord(cache_dir=str(cache.directory), excluded_items=excluded_items,
+                                    data_dir=str(dataset.data_dir) if dataset.data_dir else None),
+        summary={metric: SummaryStat(**stats) for metric, stats in grid_result["summary"].items()},
+        selected=[SelectedConfig(**selected) for selected in grid_result["selected"]],
+        grid=[GridConfig(**config) for config in grid_result["configs"]],
+        excluded_tags=grid_result.get("excluded_tags", []),
+        environment=environment(),
+        timings=Timings(load_seconds=round(loaded - started, 3), probe_seconds=round(finished - loaded, 3)),
+    )
     return result, predictions
 
 
@@ -245,7 +280,16 @@ def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
     return summary
 
 
-def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
+def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, **options: Any) -> ProbeResult:
+    """Train the protocol's probe grid on the cached features, select on validation, write the result.
+
+    A result of exactly this model, dataset and protocol already in ``results_dir`` is returned as it
+    is, without training (``overwrite=True`` redoes it). Options: see ``probe_stage``.
+    """
+    return probe_stage(model, dataset, **options)[0]
+
+
+def probe_stage(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
           protocol: str | Path | Protocol | None = None, recipe: str | Path | None = None, seeds: Seeds = None,
           grid: str | None = None, lrs: Sequence[float] | None = None, layers: Sequence[int | str] | None = None,
           data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
@@ -254,8 +298,8 @@ def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
           storage: str = "fp16", max_epochs: int | None = None, threads: int | None = None,
           name: str | None = None, overwrite: bool = False, show_progress: bool = False, device: str = "cpu",
           model_options: dict[str, Any] | None = None, dataset_options: dict[str, Any] | None = None,
-          log: Log | None = None, **choices: str | None) -> dict[str, Any]:
-    """Train the protocol's probe grid on the cached features, select on validation, write the result.
+          log: Log | None = None, **choices: str | None) -> tuple[ProbeResult, bool]:
+    """``probe``, also saying whether the result was already there (True) or trained now (False).
 
     ``choices`` override the protocol's probe fields (batch_unit, weighted_init, selection,
     selection_scope, empty_tags).
@@ -270,47 +314,59 @@ def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
     cache = open_cache(features_root(cache_dir), model, dataset, settings)
     spec = grid_spec(chosen.grid, model.info.n_hidden_states, chosen.seeds, lrs, layers)
     spec.check(model.info.n_hidden_states)
-    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe_for(chosen), spec,
+    recipe_ = recipe_for(chosen)
+    fields = chosen.record(cache.key.window_seconds, cache.key.max_seconds)
+    existing = None if results_dir is None else find_existing(
+        Path(results_dir), result_identity(cache, dataset, model.info, recipe_, spec, max_epochs, **fields))
+    if existing is not None and not overwrite:
+        result = ProbeResult.from_disk(existing)
+        if log:
+            log(f"results: {existing} (already computed with this model, dataset and protocol; --overwrite to redo)")
+            log(summary_line(result))
+        return result, True
+    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe_, spec,
                                                      show_progress=show_progress, max_epochs=max_epochs,
-                                                     threads=threads)
-    result["protocol"].update(chosen.record(cache.key.window_seconds, cache.key.max_seconds))
-    result["model"]["name"] = name or model.info.model_id
-    result["dataset"].update({"identity": dataset.identity(), "vocabulary_source": dataset.vocabulary_source,
-                              "limit": dataset.limit,
-                              "data_dir": str(dataset.data_dir) if dataset.data_dir else None})
+                                                     threads=threads, display_name=name, protocol_fields=fields)
     if results_dir is not None:
-        path = write_result(Path(results_dir), result)
+        path = write_result(Path(results_dir), result, overwrite=True)
         if predictions.probs:
             write_predictions(path, predictions.item_ids, predictions.y_true, predictions.probs, predictions.seeds,
                               predictions.tags)
-        result["_path"] = str(path)
         if log:
             log(f"results: {path}")
     if log:
         log(summary_line(result))
-    return result
+    return result, False
 
 
-def summary_line(result: dict[str, Any]) -> str:
+def summary_line(result: ProbeResult) -> str:
     """One line: the dataset's row (test metrics, mean ± std over seeds, in percent) and the selections."""
     parts = []
     for metric, label in (("roc_auc", "ROC-AUC"), ("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
-        stats = result["summary"].get(metric)
+        stats = result.stat(metric)
         if stats:
-            parts.append(f"{label} {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}")
-    chosen = ", ".join(f"seed {s['seed']}: lr {s['lr']:g} layer {s['layer']}" for s in result["selected"])
-    return f"{result['model']['name']} on {result['dataset']['name']}: {'  '.join(parts)}  (selected {chosen})"
+            parts.append(f"{label} {100 * stats.mean:.1f} ± {100 * stats.std:.1f}")
+    chosen = ", ".join(f"seed {s.seed}: lr {s.lr:g} layer {s.layer}" for s in result.selected)
+    return f"{result.model.display} on {result.dataset.name}: {'  '.join(parts)}  (selected {chosen})"
 
 
-def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
+def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, **options: Any) -> ProbeResult:
+    """The whole benchmark for one (model, dataset): extract what is not cached, probe, write the result.
+
+    Options: see ``evaluate_pair`` (protocol, recipe, seeds, grid, data_dir, cache_dir, results_dir, ...).
+    """
+    return evaluate_pair(model, dataset, **options)[0]
+
+
+def evaluate_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
              protocol: str | Path | Protocol | None = None, recipe: str | Path | None = None, seeds: Seeds = None,
              grid: str | None = None, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
              results_dir: Path | str | None = "results", device: str = "cpu", precision: str | None = None,
              window_seconds: float | None = None, max_seconds: float | None = None, vocabulary: str | None = None,
              storage: str = "fp16", show_progress: bool = False, model_options: dict[str, Any] | None = None,
              dataset_options: dict[str, Any] | None = None, extract_options: dict[str, Any] | None = None,
-             log: Log | None = None, **probe_options: Any) -> dict[str, Any]:
-    """The whole benchmark for one (model, dataset): extract what is not cached, probe, write the result.
+             log: Log | None = None, **probe_options: Any) -> tuple[ProbeResult, bool]:
+    """``evaluate``, also saying whether the result was already there (True) or computed now (False).
 
     ``extract_options`` go to ``extract`` (batch_size, num_workers, ...), ``probe_options`` to ``probe``.
     """
@@ -324,8 +380,8 @@ def evaluate(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
     common = {"protocol": chosen, "cache_dir": cache_dir, "storage": storage, "show_progress": show_progress,
               "log": log}
     extract(model, dataset, **common, **(extract_options or {}))
-    return probe(model, dataset, recipe=recipe, seeds=seeds, grid=grid, results_dir=results_dir, **common,
-                 **probe_options)
+    return probe_stage(model, dataset, recipe=recipe, seeds=seeds, grid=grid, results_dir=results_dir, **common,
+                       **probe_options)
 
 
 # -- suites: several models x several datasets in one call ------------------------------------
@@ -341,7 +397,7 @@ class PairOutcome:
     dataset: str
     status: str                 # "ran" | "done" | "failed"
     detail: str = ""            # the result path, or the one-line error
-    result: dict[str, Any] | None = None
+    result: ProbeResult | None = None
 
 
 def dataset_names(spec: str | Sequence[str]) -> list[str]:
@@ -388,14 +444,14 @@ def evaluate_suite(models: Sequence[str | AudioEncoder], datasets: str | Sequenc
             if log and len(models) * len(names) > 1:
                 log(f"== {model_label(model)} on {dataset.name}")
             try:
-                result = evaluate(model, dataset, log=log, **options)
+                result, reused = evaluate_pair(model, dataset, log=log, **options)
             except MarbleEvalError as exc:
                 outcomes.append(PairOutcome(model_label(model), dataset.name, "failed", str(exc)))
                 if log:
                     log(f"failed: {exc}")
                 continue
-            status = "done" if result.get("_already_done") else "ran"
-            outcomes.append(PairOutcome(model_label(model), dataset.name, status, result.get("_path", ""), result))
+            outcomes.append(PairOutcome(model_label(model), dataset.name, "done" if reused else "ran",
+                                        str(result.path or ""), result))
     return outcomes
 
 

@@ -117,9 +117,9 @@ def test_a_resumed_extraction_gives_the_same_features_and_metrics(batch_size, ti
         else:
             np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2 ** -10, atol=1e-6)
     recipe, grid = load_recipe("mlp"), GridSpec.quick([0])
-    first = run_probe(clean, dataset, model.info, recipe, grid, show_progress=False, max_epochs=20)
-    second = run_probe(clean, dataset, model.info, recipe, grid, show_progress=False, max_epochs=20)
-    after_resume = run_probe(resumed, dataset, model.info, recipe, grid, show_progress=False, max_epochs=20)
+    first, second, after_resume = (
+        run_probe(cache, dataset, model.info, recipe, grid, show_progress=False, max_epochs=20).model_dump(mode="json")
+        for cache in (clean, clean, resumed))
     assert _metrics(second) == _metrics(first)
     if batch_size == 1:
         assert _metrics(after_resume) == _metrics(first)

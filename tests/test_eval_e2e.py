@@ -64,6 +64,23 @@ def test_probe_again_gives_identical_metrics(evaluated):
     assert first["summary"] == second["summary"] and first["grid"] == second["grid"]
 
 
+def test_a_rerun_of_the_same_protocol_is_a_no_op_and_another_protocol_a_new_file(evaluated):
+    root, args, _ = evaluated
+    (path,) = (root / "results").glob("tiny-fixture/*.json")
+    before = path.read_bytes()
+    again = _cli("probe", *args, *QUICK)
+    assert again.returncode == 0, again.stderr
+    assert f"results: {path} (already computed with this model, dataset and protocol" in again.stdout
+    assert path.read_bytes() == before
+    other = _cli("probe", *args, *QUICK[:-3], "--max-epochs", "2", "--no-progress")  # another protocol
+    assert other.returncode == 0, other.stderr
+    files = sorted((root / "results").glob("tiny-fixture/*.json"))
+    assert len(files) == 2 and path in files and path.read_bytes() == before  # the first result is left in place
+    for extra in (root / "results").glob("tiny-fixture/*"):
+        if not extra.name.startswith(path.name[: -len(".json")]):
+            extra.unlink()  # leave the shared results folder as the other tests expect it
+
+
 def test_leaderboard_lists_the_model(evaluated):
     root, _, _ = evaluated
     board = _cli("leaderboard", "--results-dir", str(root / "results"))
@@ -84,6 +101,7 @@ def test_missing_cache_entries_are_named_with_the_command_that_fills_them(evalua
     assert shards
     args = [*args]
     args[args.index("--cache-dir") + 1] = str(tmp_path / "cache")
+    args[args.index("--results-dir") + 1] = str(tmp_path / "results")  # the evaluated result would make it a no-op
     result = _cli("probe", *args, *QUICK)
     assert result.returncode == 2
     assert "not extracted yet" in result.stderr and "marble-eval extract" in result.stderr
@@ -141,8 +159,8 @@ def test_every_family_runs_end_to_end(tmp_path, small_fixture_yaml):
         assert summary.extracted == 24 and not summary.failures, (family, pooling)
         cache = open_cache(tmp_path / "cache", model, dataset, ExtractSettings())
         result = run_probe(cache, dataset, model.info, recipe, GridSpec.quick([0]), show_progress=False, max_epochs=2)
-        assert result["model"]["family"] == family
-        assert 0.0 <= result["summary"]["roc_auc"]["mean"] <= 1.0
+        assert result.model.family == family
+        assert 0.0 <= result.summary["roc_auc"].mean <= 1.0
 
 
 def test_predictions_beside_the_result_reproduce_the_selected_test_metrics(evaluated):
@@ -151,7 +169,7 @@ def test_predictions_beside_the_result_reproduce_the_selected_test_metrics(evalu
     from marble_eval.metrics import compute_metrics
 
     root, _, _ = evaluated
-    path = next((root / "results").glob("tiny-fixture/*__mlp.json"))
+    path = next((root / "results").glob("tiny-fixture/*__mlp__*.json"))
     result = json.loads(path.read_text())
     stored = np.load(path.with_suffix(".predictions.npz"))
     assert stored["probs"].shape == (2, 6, 8) and stored["y_true"].shape == (6, 8)

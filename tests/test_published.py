@@ -1,20 +1,14 @@
-"""Published rows beside measured ones, measured - published differences, significance marks."""
+"""Published rows beside measured ones, measured - published per cell with its marks, significance marks."""
 
 from __future__ import annotations
 
 import pytest
 
 from marble_eval.cli import main
-from marble_eval.report.published import PUBLISHED, find_published
 from marble_eval.report.leaderboard import leaderboard_frames
-from marble_eval.results.store import SCHEMA_VERSION, read_results, write_result
-
-
-def _result(model: str, dataset: str, auc: float, ap: float) -> dict:
-    stat = lambda v: {"mean": v, "std": 0.0, "n": 5}  # noqa: E731
-    return {"schema_version": SCHEMA_VERSION, "model": {"id": model}, "dataset": {"name": dataset},
-            "protocol": {"recipe": {"name": "mlp"}},
-            "summary": {"roc_auc": stat(auc), "map": stat(ap), "micro_f1": stat(0.5), "macro_f1": stat(0.25)}}
+from marble_eval.report.published import PUBLISHED, find_published
+from marble_eval.results.store import read_results, write_result
+from tests.result_builders import make_result
 
 
 @pytest.mark.parametrize("entry", PUBLISHED, ids=lambda e: e.model_id)
@@ -27,19 +21,37 @@ def test_published_cells_reproduce_the_cards_averages(entry):
 
 
 def test_published_rows_and_measured_minus_published(tmp_path):
-    write_result(tmp_path, _result("ntua-slp/CultureMERT-95M", "carnatic", 0.80, 0.401))
-    write_result(tmp_path, _result("other/model", "carnatic", 0.70, 0.30))
-    frames = leaderboard_frames(read_results(tmp_path), published=True)
-    table = frames["ROC-AUC / mAP"].set_index("Model")
+    # Carnatic, CultureMERT-95M card: 79.2 / 43.1. Measured 80.0 / 40.1 with a seed std of 1 point.
+    write_result(tmp_path, make_result("ntua-slp/CultureMERT-95M", "carnatic", 0.80, 0.401, std=0.01))
+    write_result(tmp_path, make_result("other/model", "carnatic", 0.70, 0.30))
+    board = leaderboard_frames(read_results(tmp_path), published=True)
+    table = board.frames["ROC-AUC / mAP"].set_index("Model")
     assert "ntua-slp/CultureMERT-95M (published)" in table.index
     assert table.loc["m-a-p/MERT-v1-95M (published)", "Carnatic"] == "74.9 / 39.7"
-    assert table.loc["m-a-p/MERT-v1-95M (published)", "Avg"] == "66.1"
+    # Avg over the datasets every measured row has (Carnatic), also for the published rows.
+    assert table.loc["m-a-p/MERT-v1-95M (published)", "Avg"] == "57.3"
     delta = table.loc["Δ ntua-slp/CultureMERT-95M (measured - published)"]
-    assert delta["Carnatic"] == "+0.8 / -3.0"  # 80.0 - 79.2, 40.1 - 43.1
+    # +0.8 is within 2 std (2 points) but not within 0.5: no mark; -3.0 is beyond twice the std: "!".
+    assert delta["Carnatic"] == "+0.8 / -3.0!"
     assert delta["Avg"] == "-1.1" and delta["Lyra"] == ""
     assert not any(name.startswith("Δ other") for name in table.index)
-    plain = leaderboard_frames(read_results(tmp_path))["ROC-AUC / mAP"]
+    assert any(note.startswith("Δ rows: measured - published") for note in board.notes)
+    plain = leaderboard_frames(read_results(tmp_path)).frames["ROC-AUC / mAP"]
     assert list(plain["Model"]) == ["ntua-slp/CultureMERT-95M", "other/model"]
+
+
+def test_cells_within_half_a_point_are_marked(tmp_path):
+    write_result(tmp_path, make_result("m-a-p/MERT-v1-95M", "lyra", 0.859, 0.50, std=0.001))  # card 85.7 / 56.5
+    table = leaderboard_frames(read_results(tmp_path), published=True).frames["ROC-AUC / mAP"].set_index("Model")
+    assert table.loc["Δ m-a-p/MERT-v1-95M (measured - published)", "Lyra"] == "+0.2≈ / -6.5!"
+
+
+def test_full_coverage_uses_the_cards_printed_average(tmp_path):
+    for dataset in ("makam", "hindustani", "carnatic", "lyra", "fma", "mtat"):
+        write_result(tmp_path, make_result("x/model", dataset, 0.8, 0.4))
+    table = leaderboard_frames(read_results(tmp_path), published=True).frames["ROC-AUC / mAP"].set_index("Model")
+    assert table.loc["m-a-p/MERT-v1-95M (published)", "Avg"] == "66.1"
+    assert table.loc["ntua-slp/CultureMERT-95M (published)", "Avg"] == "69.3"
 
 
 def test_find_published_by_short_name():
@@ -49,10 +61,10 @@ def test_find_published_by_short_name():
 
 
 def test_winner_marks_and_cli_published(tmp_path, capsys):
-    write_result(tmp_path, _result("a/model", "lyra", 0.9, 0.6))
-    write_result(tmp_path, _result("b/model", "lyra", 0.8, 0.5))
+    write_result(tmp_path, make_result("a/model", "lyra", 0.9, 0.6))
+    write_result(tmp_path, make_result("b/model", "lyra", 0.8, 0.5))
     winners = {("lyra", "a/model", "roc_auc"): True}
-    table = leaderboard_frames(read_results(tmp_path), winners=winners)["ROC-AUC / mAP"].set_index("Model")
+    table = leaderboard_frames(read_results(tmp_path), winners=winners).frames["ROC-AUC / mAP"].set_index("Model")
     assert table.loc["a/model", "Lyra"] == "90.0* / 60.0" and table.loc["b/model", "Lyra"] == "80.0 / 50.0"
     assert main(["leaderboard", "--results-dir", str(tmp_path), "--published"]) == 0
     out = capsys.readouterr().out

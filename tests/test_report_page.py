@@ -13,8 +13,9 @@ import pytest
 from marble_eval.cli import main
 from marble_eval.report.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
 from marble_eval.report.page import build_page
-from marble_eval.results.store import SCHEMA_VERSION, read_results, write_result
-from marble_eval.report.significance import predictions_path
+from marble_eval.files import sha256_json
+from marble_eval.results.schema import ProbeResult
+from marble_eval.results.store import predictions_path, read_results, write_result
 
 TAGS = ["raga--kalyani", "raga--todi", "tala--adi", "instrument--violin", "tone-220"]
 
@@ -23,7 +24,7 @@ def _metrics(auc: float) -> dict:
     return {"roc_auc": auc, "map": auc - 0.2, "micro_f1": auc - 0.3, "macro_f1": auc - 0.4, "excluded_tags": []}
 
 
-def _result(model: str, skill: float, dataset: str = "carnatic") -> dict:
+def _result(model: str, skill: float, dataset: str = "carnatic") -> ProbeResult:
     """A result JSON as `marble-eval eval` writes it: grid over 3 layers + weighted, 2 lrs, 2 seeds."""
     grid, selected = [], []
     for seed in (0, 1):
@@ -40,13 +41,21 @@ def _result(model: str, skill: float, dataset: str = "carnatic") -> dict:
     tests = [s["test"] for s in selected]
     summary = {m: {"mean": float(np.mean([t[m] for t in tests])), "std": float(np.std([t[m] for t in tests])),
                    "n": 2} for m in ("roc_auc", "map", "micro_f1", "macro_f1")}
-    return {"schema_version": SCHEMA_VERSION, "created": "2026-01-01T00:00:00+00:00",
-            "model": {"id": model, "family": "mert", "fingerprint": f"fp-{model}", "hidden_states": 3, "dim": 32},
-            "dataset": {"name": dataset, "version": 1, "tags": TAGS, "splits": {"test": 80}},
-            "protocol": {"recipe": {"name": "mlp"}, "grid": {"lrs": [1e-3, 1e-2], "layers": [0, 1, 2, "weighted"],
-                                                            "seeds": [0, 1]}},
-            "summary": summary, "selected": selected, "grid": grid, "excluded_tags": [],
-            "environment": {"git_commit": "abc123", "packages": {"torch": "2.x"}, "python": "3.11"}}
+    return ProbeResult.model_validate({
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {"id": model, "family": "mert", "fingerprint": f"fp-{model}", "hidden_states": 3, "dim": 32,
+                  "parameters": 1000},
+        "dataset": {"name": dataset, "version": 1, "task": "multilabel", "tags": TAGS,
+                    "splits": {"train": 160, "valid": 80, "test": 80},
+                    "test_items_digest": sha256_json(sorted(f"i{k}" for k in range(80)))},
+        "protocol": {"recipe": {"name": "mlp"}, "grid": {"lrs": [1e-3, 1e-2], "layers": [0, 1, 2, "weighted"],
+                                                        "seeds": [0, 1]},
+                     "window_seconds": 0.0, "max_seconds": None, "precision": "fp32", "storage": "fp16",
+                     "cache_key": f"key-{model}"},
+        "extraction": {"cache_dir": "/cache"},
+        "summary": summary, "selected": selected, "grid": grid, "excluded_tags": [],
+        "environment": {"git_commit": "abc123", "packages": {"torch": "2.x"}, "python": "3.11", "platform": "linux"},
+        "timings": {"load_seconds": 0.1, "probe_seconds": 1.0}})
 
 
 def _write(tmp_path, with_predictions: bool = True) -> None:
@@ -98,7 +107,7 @@ def test_report_page_has_leaderboard_significance_plots_and_provenance(tmp_path)
 def test_report_without_predictions_notes_it(tmp_path):
     _write(tmp_path / "results", with_predictions=False)
     page = build_page(read_results(tmp_path / "results"), tmp_path / "site", n_boot=50).read_text()
-    assert "no significance test" in page and "No pair of models" in page
+    assert "no significance test" in page and "No pair of comparable models" in page
 
 
 def _chromium() -> str | None:
@@ -130,8 +139,9 @@ def test_page_renders_and_sorts_in_headless_chromium(tmp_path):
         rows[sort] = _first_column(done.stdout)
     measured_first = rows["Avg:desc"]
     assert len(measured_first) == 7  # 2 measured + 3 published + 2 Δ (both ids are published ones)
-    averages = {"ntua-slp/CultureMERT-95M (published)": 69.3, "ntua-slp/CultureMERT-TA-95M (published)": 69.1,
-                "m-a-p/MERT-v1-95M (published)": 66.1}
+    # Avg over the datasets every measured row has (Carnatic): the cards' Carnatic ROC-AUC / mAP means.
+    averages = {"ntua-slp/CultureMERT-95M (published)": 61.15, "ntua-slp/CultureMERT-TA-95M (published)": 61.2,
+                "m-a-p/MERT-v1-95M (published)": 57.3}
     ordered = [name for name in measured_first if name in averages]
     assert ordered == sorted(averages, key=averages.get, reverse=True)
     assert rows["Avg"] == list(reversed(measured_first))  # no ties: ascending is the reverse
@@ -139,3 +149,15 @@ def test_page_renders_and_sorts_in_headless_chromium(tmp_path):
     shot = tmp_path / "shot.png"
     done = _browser(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
     assert done.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+def test_report_has_a_section_per_compared_pair(tmp_path):
+    _write(tmp_path / "results")
+    assert main(["report", "--results-dir", str(tmp_path / "results"), "--output", str(tmp_path / "site"),
+                 "--bootstrap", "100", "--compare", "CultureMERT-95M", "MERT-v1-95M"]) == 0
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert "<h2 id=\"compare-0\">ntua-slp/CultureMERT-95M vs m-a-p/MERT-v1-95M</h2>" in page
+    summary = re.search(r'<table id="compare-0-summary".*?</table>', page, re.S).group(0)
+    assert "Carnatic" in summary and "<span class=sig>*</span>" in summary  # shift 3.0 vs 0.5: significant
+    tags = re.search(r'<table id="compare-0-carnatic".*?</table>', page, re.S).group(0)
+    assert all(f">{tag}<" in tags for tag in TAGS)

@@ -15,10 +15,11 @@ from marble_eval.report.significance import (
     compare_results,
     load_predictions,
     paired_bootstrap,
-    predictions_path,
     significant_winners,
     weighted_macro_metrics,
 )
+from marble_eval.results.store import predictions_path, write_result
+from tests.result_builders import make_result
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -92,11 +93,12 @@ def test_pairing_by_item_id_and_seed_handling(tmp_path):
 
 
 def test_missing_predictions_are_a_note_and_bad_files_an_error(tmp_path):
-    json_path = tmp_path / "carnatic" / "m__mlp.json"
-    assert predictions_path(json_path) == tmp_path / "carnatic" / "m__mlp.predictions.npz"
+    json_path = tmp_path / "carnatic" / "m__mlp__0123abcd.json"
+    assert predictions_path(json_path) == tmp_path / "carnatic" / "m__mlp__0123abcd.predictions.npz"
     assert load_predictions(predictions_path(json_path)) is None
-    results = [{"_path": str(json_path), "model": {"id": "m"}, "dataset": {"name": "carnatic"}}]
-    comparisons, notes = compare_results(results)
+    result = make_result("m", "carnatic", 0.8, 0.4)
+    write_result(tmp_path, result)
+    comparisons, notes = compare_results([result])
     assert comparisons == [] and "no significance test" in notes[0]
     bad = tmp_path / "bad.predictions.npz"
     np.savez(bad, item_ids=np.array(["a"]), y_true=np.zeros((1, 2)))
@@ -108,14 +110,18 @@ def test_compare_results_marks_the_significant_winner(tmp_path):
     rng = np.random.default_rng(5)
     y, strong, weak = _binormal(rng, 200, (3.0, 0.3), np.array([0.3, 0.5, 0.4]))
     results = []
-    for model, probs in (("good/model", strong), ("weak/model", weak), ("weak/twin", weak)):
-        path = tmp_path / "fixture" / f"{model.replace('/', '_')}__mlp.json"
-        path.parent.mkdir(exist_ok=True)
+    for model, probs in (("good/model", strong), ("weak/model", weak), ("weak/twin", weak), ("other/grid", weak)):
+        result = make_result(model, "fixture", 0.8, 0.4, test_ids=[str(i) for i in range(200)],
+                             lrs=(1e-2,) if model == "other/grid" else (1e-3,))
+        path = write_result(tmp_path, result)
         np.savez(predictions_path(path), item_ids=np.arange(200).astype(str), y_true=y, probs=probs,
                  seeds=np.array([0]), tags=np.array(["a", "b", "c"]))
-        results.append({"_path": str(path), "model": {"id": model}, "dataset": {"name": "fixture"}})
+        results.append(result)
     comparisons, notes = compare_results(results, n_boot=200)
-    assert notes == [] and len(comparisons) == 3
+    # other/grid ran another protocol: left out of the comparisons, with a note.
+    assert notes == ["other/grid on fixture: another protocol or other test items than the other results there; "
+                     "no significance test for it"]
+    assert len(comparisons) == 3
     twins = [c for c in comparisons if {c.model_a, c.model_b} == {"weak/model", "weak/twin"}][0]
     assert twins.intervals["roc_auc"].diff == 0 and not twins.intervals["roc_auc"].significant
     winners = significant_winners(comparisons)

@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "marble_eval.cli.models",
     "marble_eval.cli.merge",
     "marble_eval.cli.report",
+    "marble_eval.cli.export",
+    "marble_eval.cli.compare",
 ]
 
 

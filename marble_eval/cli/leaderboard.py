@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="md", choices=FORMATS, help="output format (default: md)")
     parser.add_argument("--recipe", default=None, help="probe recipe to show (default: the most common one)")
     parser.add_argument("--published", action="store_true",
-                        help="add the published CultureMERT model-card rows and measured - published differences")
+                        help="add the published CultureMERT model-card rows and measured - published per cell "
+                        "(marked within 0.5 point, and beyond twice the seed std)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="paired-bootstrap replicates for significance between models (0: skip; default 1000)")
     parser.set_defaults(run=run)
@@ -39,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
         comparisons, notes = compare_results(chosen, n_boot=args.bootstrap)
         winners = significant_winners(comparisons)
         significance = "\n" + render_significance(comparisons, notes)
-    frames = leaderboard_frames(chosen, published=args.published, winners=winners)
-    markdown = render(frames, "md") + significance
+    board = leaderboard_frames(chosen, published=args.published, winners=winners)
+    markdown = render(board, "md") + significance
     path = write_leaderboard_md(args.results_dir, markdown)
-    print(markdown if args.format == "md" else render(frames, args.format))
+    print(markdown if args.format == "md" else render(board, args.format))
     print(f"(written to {path})" if args.format == "md" else "")
     return 0
 

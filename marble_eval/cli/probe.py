@@ -35,8 +35,8 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
                         help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing result of the same model and dataset made under another protocol")
-    parser.add_argument("--name", default=None, help="display name of the model in tables and file names")
+                        help="redo a result that already exists with exactly this model, dataset and protocol")
+    parser.add_argument("--name", default=None, help="display name in tables (the model fingerprint stays its identity)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

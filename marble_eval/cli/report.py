@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="paired-bootstrap replicates (0: skip significance; default 1000)")
     parser.add_argument("--no-published", action="store_true", help="leave out the published model-card rows")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=None,
+                        help="add a section comparing models A and B per dataset and per tag (repeatable)")
     parser.set_defaults(run=run)
 
 
@@ -23,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from marble_eval.results.store import read_results
 
     path = build_page(read_results(args.results_dir), args.output, recipe=args.recipe, n_boot=args.bootstrap,
-                      published=not args.no_published)
+                      published=not args.no_published, compare=[tuple(pair) for pair in args.compare or []])
     print(f"report: {path}")
     return 0

@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from marble_eval.files import atomic_write_bytes, atomic_write_json
+from marble_eval.report.leaderboard import (
+    DATASET_COLUMNS,
+    leaderboard_frames,
+    ordered_datasets,
+    results_for_recipe,
+    significance_frame,
+)
 from marble_eval.report.plots import plot_layer_curves, plot_per_tag
-from marble_eval.report.leaderboard import DATASET_COLUMNS, leaderboard_frames, results_for_recipe, significance_frame
+from marble_eval.report.significance import (
+    Comparison,
+    compare_results,
+    significant_winners,
+)
+from marble_eval.results.schema import ProbeResult
 from marble_eval.results.store import METRICS, utc_now
-from marble_eval.report.significance import Comparison, compare_results, significant_winners
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
@@ -111,43 +122,46 @@ def _figure(path: Path, caption: str) -> str:
             f'<figcaption>{_esc(caption)} (click for the SVG)</figcaption></figure>')
 
 
-def _stat(summary: dict[str, Any], metric: str) -> str:
-    value = summary.get(metric) or {}
-    if value.get("mean") is None:
-        return ""
-    return f"{100 * value['mean']:.1f} ± {100 * (value.get('std') or 0):.1f}"
+def _stat(result: ProbeResult, metric: str) -> str:
+    stat = result.stat(metric)
+    return "" if stat is None else f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
 
 
-def _provenance(result: dict[str, Any]) -> str:
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def _provenance(result: ProbeResult) -> str:
     """Where every number of one result comes from: model, code, packages, protocol, selection, grid."""
-    model, env, protocol = result.get("model", {}), result.get("environment", {}), result.get("protocol", {})
-    grid = protocol.get("grid", {})
+    model, env, protocol, dataset = result.model, result.environment, result.protocol, result.dataset
+    grid = protocol.grid
     facts = [
-        ("results file", Path(result.get("_path", "")).name), ("created", result.get("created")),
-        ("model fingerprint", model.get("fingerprint")), ("model revision", model.get("revision")),
-        ("family / hidden states / dim", f"{model.get('family')} / {model.get('hidden_states')} / {model.get('dim')}"),
-        ("git commit", env.get("git_commit")), ("python / platform", f"{env.get('python')} / {env.get('platform')}"),
-        ("packages", ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())),
-        ("recipe", protocol.get("recipe", {}).get("name")),
-        ("grid", f"lrs {grid.get('lrs')}, layers {grid.get('layers')}, seeds {grid.get('seeds')}"),
-        ("window / max seconds", f"{protocol.get('window_seconds')} / {protocol.get('max_seconds')}"),
-        ("precision / cache key", f"{protocol.get('precision')} / {protocol.get('cache_key')}"),
-        ("dataset version / splits", f"{result['dataset'].get('version')} / {result['dataset'].get('splits')}"),
-        ("excluded tags", ", ".join(result.get("excluded_tags") or []) or "none"),
-        ("excluded items", len((result.get("extraction") or {}).get("excluded_items") or {})),
+        ("results file", result.path.name if result.path else ""), ("created", result.created),
+        ("model id / fingerprint", f"{model.id} / {model.fingerprint}"), ("model revision", model.revision),
+        ("family / hidden states / dim", f"{model.family} / {model.hidden_states} / {model.dim}"),
+        ("git commit", env.git_commit), ("python / platform", f"{env.python} / {env.platform}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in env.packages.items())),
+        ("preset / recipe", f"{protocol.preset or 'none'} / {protocol.recipe_name}"),
+        ("grid", f"lrs {grid.lrs}, layers {grid.layers}, seeds {grid.seeds}"),
+        ("window / max seconds", f"{protocol.window_seconds} / {protocol.max_seconds}"),
+        ("precision / cache key", f"{protocol.precision} / {protocol.cache_key}"),
+        ("dataset version / identity", f"{dataset.version} / {dataset.identity}"),
+        ("items probed per split", dataset.splits),
+        ("excluded tags", ", ".join(result.excluded_tags) or "none"),
+        ("excluded items", len(result.extraction.excluded_items)),
     ]
     facts_html = "".join(f"<tr><td>{_esc(k)}</td><td style='text-align:left'>{_esc(v)}</td></tr>" for k, v in facts)
     selected = pd.DataFrame([{
-        "seed": s.get("seed"), "lr": s.get("lr"), "layer": s.get("layer"),
-        "valid ROC-AUC": f"{100 * s['valid']['roc_auc']:.1f}" if s.get("valid") else "",
-        **{f"test {m}": f"{100 * s['test'][m]:.1f}" for m in METRICS if s.get("test", {}).get(m) is not None},
-    } for s in result.get("selected", [])])
+        "seed": s.seed, "lr": s.lr, "layer": s.layer,
+        "valid ROC-AUC": _percent(s.valid.roc_auc) if s.valid else "",
+        **{f"test {m}": _percent(getattr(s.test, m)) for m in METRICS if s.test and getattr(s.test, m) is not None},
+    } for s in result.selected])
     grid_rows = pd.DataFrame([{
-        "lr": g.get("lr"), "layer": g.get("layer"), "seed": g.get("seed"),
-        "valid ROC-AUC": f"{100 * g['valid']['roc_auc']:.1f}", "test ROC-AUC": f"{100 * g['test']['roc_auc']:.1f}",
-        "test mAP": f"{100 * g['test']['map']:.1f}", "epochs": g.get("epochs"), "best epoch": g.get("best_epoch"),
-    } for g in result.get("grid", []) if g.get("valid") and g.get("test")])
-    slug = re.sub(r"\W+", "-", Path(result.get("_path", model.get("id", "x"))).stem)
+        "lr": g.lr, "layer": g.layer, "seed": g.seed, "valid ROC-AUC": _percent(g.valid.roc_auc),
+        "test ROC-AUC": _percent(g.test.roc_auc), "test mAP": _percent(g.test.map), "epochs": g.epochs,
+        "best epoch": g.best_epoch,
+    } for g in result.grid if g.valid and g.test])
+    slug = re.sub(r"\W+", "-", result.path.stem if result.path else model.id)
     parts = [f"<table>{facts_html}</table>", "<b>Selected probe per seed</b> (best validation ROC-AUC)",
              frame_html(selected, f"sel-{slug}") if not selected.empty else "<p>none</p>"]
     if not grid_rows.empty:
@@ -156,58 +170,84 @@ def _provenance(result: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _dataset_section(dataset: str, results: list[dict[str, Any]], comparisons: list[Comparison],
+def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list[Comparison],
                      figures: dict[str, list[tuple[Path, str]]]) -> str:
     title = DATASET_COLUMNS.get(dataset, dataset)
-    summary = pd.DataFrame([{"Model": r["model"]["id"], **{m: _stat(r.get("summary", {}), m) for m in METRICS},
-                             "seeds": (r.get("summary", {}).get("roc_auc") or {}).get("n", "")} for r in results])
+    summary = pd.DataFrame([{"Model": r.model.display, **{m: _stat(r, m) for m in METRICS},
+                             "seeds": r.stat("roc_auc").n if r.stat("roc_auc") else "",
+                             "test items": r.dataset.splits.get("test", "")} for r in results])
     out = [f'<h2 id="ds-{_esc(dataset)}">{_esc(title)}</h2>',
            "<p>Test metrics of the validation-selected probe, mean ± std over seeds (%).</p>",
            frame_html(summary, f"summary-{dataset}", sortable=True)]
     pairs = [c for c in comparisons if c.dataset == dataset]
     if pairs:
-        out += ["<b>Paired bootstrap</b> (model A - model B, percent points, 95% interval; "
-                "<span class=sig>*</span> = interval excludes 0)",
+        out += [("<b>Paired bootstrap</b> (model A - model B, percent points, 95% interval; "
+                 "<span class=sig>*</span> = interval excludes 0)"),
                 frame_html(significance_frame(pairs), f"sig-{dataset}")]
     out += [_figure(p, c) for p, c in figures.get(dataset, [])]
     for result in results:
-        out.append(f"<details><summary>Provenance: {_esc(result['model']['id'])}</summary>"
+        out.append(f"<details><summary>Provenance: {_esc(result.model.display)}</summary>"
                    f"{_provenance(result)}</details>")
     return "".join(out)
 
 
-def build_page(results: list[dict[str, Any]], output: Path, recipe: str | None = None, n_boot: int = 1000,
-               published: bool = True) -> Path:
-    """Write ``output``/index.html (and figures/ beside it); returns the page's path."""
+def _compare_section(chosen: list[ProbeResult], pairs: list[tuple[str, str]], n_boot: int) -> str:
+    """One "A vs B" section per pair: per dataset summary and per tag tables (report.compare)."""
+    from marble_eval.report.compare import compare_models, summary_frame, tag_table
+
+    out = []
+    for k, (a, b) in enumerate(pairs):
+        comparisons = compare_models(chosen, a, b, n_boot=max(n_boot, 1))
+        names = (comparisons[0].a.model.display, comparisons[0].b.model.display)
+        out += [f'<h2 id="compare-{k}">{_esc(names[0])} vs {_esc(names[1])}</h2>',
+                "<p>A = first, B = second; test, percent; Δ = A - B with its 95% paired-bootstrap interval "
+                "(<span class=sig>*</span> = excludes 0).</p>",
+                frame_html(summary_frame(comparisons), f"compare-{k}-summary")]
+        for c in comparisons:
+            if not c.tags.empty:
+                out.append(f"<details><summary>{_esc(DATASET_COLUMNS.get(c.dataset, c.dataset))}: per tag "
+                           f"(support = positive test items)</summary>"
+                           f"{frame_html(tag_table(c.tags), f'compare-{k}-{c.dataset}', sortable=True)}</details>")
+    return "".join(out)
+
+
+def build_page(results: list[ProbeResult], output: Path, recipe: str | None = None, n_boot: int = 1000,
+               published: bool = True, compare: list[tuple[str, str]] | None = None) -> Path:
+    """Write ``output``/index.html (and figures/ beside it); returns the page's path.
+
+    ``compare`` adds a section per (model A, model B) pair (see marble_eval.report.compare).
+    """
     output = Path(output)
     chosen = results_for_recipe(results, recipe)
-    recipe_name = chosen[0]["protocol"]["recipe"]["name"]
+    compare_html = _compare_section(chosen, compare or [], n_boot)
+    recipe_name = chosen[0].protocol.recipe_name
     comparisons, notes = compare_results(chosen, n_boot=n_boot) if n_boot > 0 else ([], ["significance skipped"])
-    frames = leaderboard_frames(chosen, published=published, winners=significant_winners(comparisons))
+    board = leaderboard_frames(chosen, published=published, winners=significant_winners(comparisons))
     figure_dir = output / "figures"
     figures: dict[str, list[tuple[Path, str]]] = {}
-    for dataset in sorted({r["dataset"]["name"] for r in chosen}):
-        subset = [r for r in chosen if r["dataset"]["name"] == dataset]
+    for dataset in sorted({r.dataset.name for r in chosen}):
+        subset = [r for r in chosen if r.dataset.name == dataset]
         figures[dataset] = [
             (p, f"Validation (dashed) and test (solid) {name} per hidden state")
             for metric, name in (("roc_auc", "ROC-AUC"), ("map", "mAP"))
             for p in plot_layer_curves(subset, figure_dir, metric) if p.suffix == ".png"
         ] + [(p, "Per-tag test ROC-AUC by tag category") for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
     boards = []
-    for i, (title, frame) in enumerate(frames.items()):
+    for i, (title, frame) in enumerate(board.frames.items()):
         classes = [_row_class(m) for m in frame["Model"]]
         boards.append(f"<h3>{_esc(title)} (%)</h3>" + frame_html(frame, f"leaderboard-{i}", True, classes))
-    datasets = sorted({r["dataset"]["name"] for r in chosen}, key=lambda d: (d not in DATASET_COLUMNS, d))
+    boards.append("<ul>" + "".join(f"<li>{_esc(note)}</li>" for note in board.notes) + "</ul>")
+    datasets = ordered_datasets({r.dataset.name for r in chosen})
     nav = " · ".join(f'<a href="#ds-{_esc(d)}">{_esc(DATASET_COLUMNS.get(d, d))}</a>' for d in datasets)
     significance = (frame_html(significance_frame(comparisons), "significance") if comparisons
-                    else "<p>No pair of models with per-item predictions on the same dataset.</p>")
+                    else "<p>No pair of comparable models with per-item predictions on the same dataset.</p>")
     note_html = "".join(f"<li class=note>{_esc(n)}</li>" for n in notes)
     body = f"""<h1>marble-eval report</h1>
 <p class="sub">Recipe <code>{_esc(recipe_name)}</code> · {len(chosen)} result(s) · generated {_esc(utc_now())} ·
 datasets: {nav}</p>
 <h2>Leaderboard</h2>
 <p>Test metrics of the validation-selected probe, mean over seeds, in percent; Avg is the mean of every number in the
-row. <i>(published)</i> rows are the CultureMERT model cards; Δ rows are measured - published.
+row over the datasets every measured row has (see the notes under the tables). <i>(published)</i> rows are the CultureMERT model cards; Δ rows are measured - published.
 <span class=sig>*</span>: significantly better than every other measured model on that dataset (paired bootstrap,
 95%). Click a column header to sort.</p>
 {"".join(boards)}
@@ -215,17 +255,18 @@ row. <i>(published)</i> rows are the CultureMERT model cards; Δ rows are measur
 <p>Paired bootstrap over test items (paired by item id) and seeds ({n_boot} replicates): model A - model B in percent
 points with the 2.5 / 97.5 percentile interval; <span class=sig>*</span> = the interval excludes 0.</p>
 {significance}<ul>{note_html}</ul>
-{"".join(_dataset_section(d, [r for r in chosen if r["dataset"]["name"] == d], comparisons, figures) for d in datasets)}
+{compare_html}
+{"".join(_dataset_section(d, [r for r in chosen if r.dataset.name == d], comparisons, figures) for d in datasets)}
 """
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>marble-eval report</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f"<body>{body}<script>{SCRIPT}</script></body></html>\n")
     output.mkdir(parents=True, exist_ok=True)
     path = output / "index.html"
-    path.write_text(page, encoding="utf-8")
-    (output / "report.json").write_text(json.dumps({
-        "recipe": recipe_name, "results": [r.get("_path") for r in chosen], "notes": notes,
+    atomic_write_bytes(path, page.encode("utf-8"))
+    atomic_write_json(output / "report.json", {
+        "recipe": recipe_name, "results": [str(r.path) if r.path else None for r in chosen], "notes": notes,
         "comparisons": [{"dataset": c.dataset, "model_a": c.model_a, "model_b": c.model_b, "n_items": c.n_items,
                          "n_boot": c.n_boot, "intervals": {m: vars(i) for m, i in c.intervals.items()}}
-                        for c in comparisons]}, indent=1))
+                        for c in comparisons]})
     return path

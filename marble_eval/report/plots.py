@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from marble_eval.results.schema import ProbeResult
 
 FORMATS = ("png", "svg")
 WEIGHTED = "weighted"
@@ -30,10 +31,10 @@ def tag_category(tag: str) -> str:
     return tag.split("--", 1)[0] if "--" in tag else "other"
 
 
-def layer_curve_frame(result: dict[str, Any], metric: str = "roc_auc") -> pd.DataFrame:
+def layer_curve_frame(result: ProbeResult, metric: str = "roc_auc") -> pd.DataFrame:
     """[layer, lr, valid, test]: per layer the best lr by mean validation ``metric``, means over seeds."""
-    rows = [{"layer": str(g["layer"]), "lr": g["lr"], "seed": g["seed"], "valid": g["valid"].get(metric),
-             "test": g["test"].get(metric)} for g in result.get("grid", []) if g.get("valid") and g.get("test")]
+    rows = [{"layer": str(g.layer), "lr": g.lr, "seed": g.seed, "valid": getattr(g.valid, metric),
+             "test": getattr(g.test, metric)} for g in result.grid if g.valid and g.test]
     if not rows:
         return pd.DataFrame(columns=["layer", "lr", "valid", "test"])
     means = pd.DataFrame(rows).groupby(["layer", "lr"], as_index=False)[["valid", "test"]].mean()
@@ -42,15 +43,15 @@ def layer_curve_frame(result: dict[str, Any], metric: str = "roc_auc") -> pd.Dat
     return best.set_index("layer").loc[order].reset_index()
 
 
-def per_tag_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+def per_tag_frame(results: list[ProbeResult]) -> pd.DataFrame:
     """[model, tag, category, roc_auc]: mean over seeds of the selected probes' test per-tag ROC-AUC."""
     rows = []
     for result in results:
-        for selected in result.get("selected", []):
-            for tag, values in (selected.get("test", {}).get("per_tag") or {}).items():
-                if values.get("roc_auc") is not None:
-                    rows.append({"model": result["model"]["id"], "tag": tag, "category": tag_category(tag),
-                                 "roc_auc": values["roc_auc"]})
+        for selected in result.selected:
+            for tag, values in ((selected.test.per_tag if selected.test else None) or {}).items():
+                if values.roc_auc is not None:
+                    rows.append({"model": result.model.display, "tag": tag, "category": tag_category(tag),
+                                 "roc_auc": values.roc_auc})
     if not rows:
         return pd.DataFrame(columns=["model", "tag", "category", "roc_auc"])
     return pd.DataFrame(rows).groupby(["model", "category", "tag"], as_index=False)["roc_auc"].mean()
@@ -71,13 +72,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def plot_layer_curves(results: list[dict[str, Any]], out_dir: Path, metric: str = "roc_auc") -> list[Path]:
+def plot_layer_curves(results: list[ProbeResult], out_dir: Path, metric: str = "roc_auc") -> list[Path]:
     """One figure per dataset: ``metric`` per hidden state, validation dashed, test solid; returns the files."""
     paths: list[Path] = []
-    for dataset in sorted({r["dataset"]["name"] for r in results}):
+    for dataset in sorted({r.dataset.name for r in results}):
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         ticks: dict[float, str] = {}
-        for colour, result in enumerate(r for r in results if r["dataset"]["name"] == dataset):
+        for colour, result in enumerate(r for r in results if r.dataset.name == dataset):
             frame = layer_curve_frame(result, metric)
             if frame.empty:
                 continue
@@ -85,7 +86,7 @@ def plot_layer_curves(results: list[dict[str, Any]], out_dir: Path, metric: str 
             xs = numeric["layer"].astype(int).tolist()
             weighted_x = (max(xs) if xs else -1) + 1.5
             style = {"color": f"C{colour}", "marker": "o", "markersize": 4}
-            model = result["model"]["id"]
+            model = result.model.display
             ax.plot(xs, 100 * numeric["test"], "-", label=f"{model} test", **style)
             ax.plot(xs, 100 * numeric["valid"], "--", label=f"{model} valid", alpha=0.7, **style)
             ticks.update({float(x): str(x) for x in xs})
@@ -105,11 +106,11 @@ def plot_layer_curves(results: list[dict[str, Any]], out_dir: Path, metric: str 
     return paths
 
 
-def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def plot_per_tag(results: list[ProbeResult], out_dir: Path) -> list[Path]:
     """One figure per dataset: per-tag test ROC-AUC, tags grouped by category, one bar per model."""
     paths: list[Path] = []
-    for dataset in sorted({r["dataset"]["name"] for r in results}):
-        frame = per_tag_frame([r for r in results if r["dataset"]["name"] == dataset])
+    for dataset in sorted({r.dataset.name for r in results}):
+        frame = per_tag_frame([r for r in results if r.dataset.name == dataset])
         if frame.empty:
             continue
         tags = frame[["category", "tag"]].drop_duplicates()
@@ -138,6 +139,6 @@ def plot_per_tag(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return paths
 
 
-def plot_all(results: list[dict[str, Any]], out_dir: Path) -> dict[str, list[Path]]:
+def plot_all(results: list[ProbeResult], out_dir: Path) -> dict[str, list[Path]]:
     """Every figure: {"layers": [...], "tags": [...]} (PNG and SVG paths)."""
     return {"layers": plot_layer_curves(results, out_dir), "tags": plot_per_tag(results, out_dir)}

@@ -13,7 +13,7 @@ Method (docs/report.md):
   leaderboard shows); the interval is the 2.5 / 97.5 percentile of the replicate differences, and
   the difference is "significant" when the interval excludes 0.
 
-Per-item predictions live beside each results JSON: ``<slug>__<recipe>.predictions.npz`` with
+Per-item predictions live beside each results JSON (results.store.predictions_path) with
 ``item_ids`` [n], ``y_true`` [n, T], ``probs`` [n_seeds, n, T], ``seeds`` [n_seeds], ``tags`` [T].
 """
 
@@ -23,11 +23,13 @@ import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.report.comparable import column_references, items_key
+from marble_eval.results.schema import ProbeResult
+from marble_eval.results.store import predictions_path
 
 METRICS = ("roc_auc", "map")
 KEYS = ("item_ids", "y_true", "probs", "seeds", "tags")
@@ -71,13 +73,6 @@ class Comparison:
     n_seeds: tuple[int, int]
     n_boot: int
     level: float
-
-
-def predictions_path(result_path: str | Path) -> Path:
-    """``results/<dataset>/<slug>__<recipe>.predictions.npz`` beside the results JSON."""
-    path = Path(result_path)
-    return path.with_name(path.name[: -len(".json")] + ".predictions.npz" if path.name.endswith(".json")
-                          else path.name + ".predictions.npz")
 
 
 def load_predictions(path: str | Path) -> Predictions | None:
@@ -144,7 +139,7 @@ def weighted_macro_metrics(y_true: np.ndarray, scores: np.ndarray, counts: np.nd
         return {"roc_auc": np.nanmean(auc, axis=1), "map": np.nanmean(ap, axis=1)}
 
 
-def _paired(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y_true and both models' probs restricted to the common items and tags, in a's order."""
     common = np.intersect1d(a.item_ids, b.item_ids)
     if common.size < 2:
@@ -164,7 +159,7 @@ def _paired(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.
 def paired_bootstrap(a: Predictions, b: Predictions, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> dict[str, Interval]:
     """{metric: Interval} of a - b by the paired bootstrap described in the module docstring."""
-    y_true, probs_a, probs_b = _paired(a, b)
+    y_true, probs_a, probs_b = paired_arrays(a, b)
     return bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
 
 
@@ -201,26 +196,34 @@ def bootstrap_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.nd
     return intervals
 
 
-def compare_results(results: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0,
+def compare_results(results: list[ProbeResult], n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95) -> tuple[list[Comparison], list[str]]:
-    """Every pair of models per dataset (one recipe's results); returns comparisons and notes.
+    """Every comparable pair of models per dataset (one recipe's results); returns comparisons and notes.
 
-    A result without a predictions file beside its JSON is left out with a note.
+    Only results of a dataset's reference protocol and test items (report.comparable) are paired; the
+    others, and results without a predictions file beside their JSON, are left out with a note.
     """
     notes: list[str] = []
+    references = column_references(results)
     by_dataset: dict[str, list[tuple[str, Predictions]]] = {}
-    for result in sorted(results, key=lambda r: (r["dataset"]["name"], r["model"]["id"])):
-        path = predictions_path(result.get("_path", ""))
-        predictions = load_predictions(path) if result.get("_path") else None
-        if predictions is None:
-            notes.append(f"no per-item predictions for {result['model']['id']} on {result['dataset']['name']} "
-                         f"({path.name} missing): no significance test for it")
+    for result in sorted(results, key=lambda r: (r.dataset.name, r.model.display)):
+        name, dataset = result.model.display, result.dataset.name
+        reference = references[dataset]
+        if (result.comparison_key(), items_key(result)) != (reference.protocol, reference.test_items):
+            notes.append(f"{name} on {dataset}: another protocol or other test items than the other results there; "
+                         f"no significance test for it")
             continue
-        by_dataset.setdefault(result["dataset"]["name"], []).append((result["model"]["id"], predictions))
+        path = predictions_path(result.path) if result.path else None
+        predictions = load_predictions(path) if path else None
+        if predictions is None:
+            notes.append(f"no per-item predictions for {name} on {dataset} "
+                         f"({path.name if path else 'result not on disk'} missing): no significance test for it")
+            continue
+        by_dataset.setdefault(dataset, []).append((name, predictions))
     comparisons = []
     for dataset, models in by_dataset.items():
         for (id_a, pred_a), (id_b, pred_b) in itertools.combinations(models, 2):
-            y_true, probs_a, probs_b = _paired(pred_a, pred_b)
+            y_true, probs_a, probs_b = paired_arrays(pred_a, pred_b)
             intervals = bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
             comparisons.append(Comparison(dataset, id_a, id_b, intervals, y_true.shape[0],
                                           (probs_a.shape[0], probs_b.shape[0]), n_boot, level))

@@ -1,12 +1,9 @@
-"""Results JSON: one file per (model, dataset, recipe) with the full provenance of every number.
+"""Where results live: one file per (model, dataset, protocol), never mixed, never overwritten silently.
 
-Schema (version 1; documented in docs/results.md):
-    schema_version, created (UTC ISO), model {id, family, fingerprint, revision, hidden_states, dim,
-    parameters}, dataset {name, version, task, tags, splits {split: n_items}}, protocol {recipe (the whole
-    YAML), grid {lrs, layers, seeds}, window_seconds, max_seconds, precision, storage, cache_key},
-    extraction {cache_dir, failures {id: {path, reason}}, excluded_items}, summary {metric: {mean, std, n}},
-    selected [{seed, lr, layer, valid {...}, test {... per_tag, excluded_tags}}], grid [every configuration],
-    excluded_tags, environment {package versions, python, platform, git_commit}, timings {seconds}.
+The file's schema is marble_eval.results.schema.ProbeResult (docs/results.md). A result's path is
+``results/<dataset>/<model slug>__<recipe>__<identity digest[:8]>.json``: a different protocol (or
+model weights, or dataset contents) lands in a different file, and the same one is found again by
+``find_existing`` so a rerun can be a no-op.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import datetime as dt
 import io
 import json
 import platform
-import re
 import subprocess
 import sys
 from importlib import metadata
@@ -23,42 +19,59 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
-from marble_eval.files import atomic_write_bytes, atomic_write_json
 from marble_eval.errors import MarbleEvalError
-from marble_eval.paths import source_checkout
+from marble_eval.files import atomic_write_bytes, slug
+from marble_eval.paths import PROJECT_ROOT
+from marble_eval.results.schema import EnvironmentRecord, ProbeResult, ResultIdentity
 
-SCHEMA_VERSION = 1
 METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
 PACKAGES = ("marble-eval", "torch", "transformers", "lightning", "torchmetrics", "numpy", "huggingface_hub",
             "soundfile", "soxr")
+PROJECT_NAME = "marble-eval"
 
 
-def environment() -> dict[str, Any]:
+def environment(package_dir: Path = PROJECT_ROOT) -> EnvironmentRecord:
     """Package versions, interpreter, platform and the git commit of the code that ran."""
-    versions = {}
+    versions: dict[str, Any] = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"packages": versions, "python": sys.version.split()[0], "platform": platform.platform(),
-            "git_commit": git_commit()}
+    return EnvironmentRecord(packages=versions, python=sys.version.split()[0], platform=platform.platform(),
+                             git_commit=git_commit(package_dir))
 
 
-def git_commit() -> str | None:
-    """The checkout's HEAD commit (with "-dirty" when there are uncommitted changes), if any.
+def _is_marble_eval_checkout(directory: Path) -> bool:
+    """True when ``directory`` holds marble-eval's own pyproject.toml (a source checkout, not a site-packages)."""
+    try:
+        project = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return project.get("name") == PROJECT_NAME
 
-    None for an installed package: the folder it is installed in may belong to another project's repo."""
-    checkout = source_checkout()
-    if checkout is None:
+
+def git_commit(package_dir: Path = PROJECT_ROOT) -> str | None:
+    """HEAD of the marble-eval git checkout at ``package_dir`` ("-dirty" with uncommitted changes).
+
+    None unless ``package_dir`` is the top of a git work tree whose pyproject.toml names marble-eval:
+    an installed package inside some other repository must not record that repository's commit.
+    """
+    if not _is_marble_eval_checkout(package_dir):
         return None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=False, cwd=package_dir, capture_output=True,
+                             text=True, timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != Path(package_dir).resolve():
+            return None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=package_dir, capture_output=True, text=True,
                               timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False,
+                               cwd=package_dir,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -66,45 +79,59 @@ def git_commit() -> str | None:
 
 
 def utc_now() -> str:
+    """The current UTC time, ISO 8601, whole seconds."""
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def result_path(results_dir: Path, model_id: str, dataset: str, recipe: str) -> Path:
-    """results/<dataset>/<model slug>__<recipe>.json"""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.strip("/"))[-80:]
-    return Path(results_dir) / dataset / f"{slug}__{recipe}.json"
+def result_path(results_dir: Path, result: ProbeResult) -> Path:
+    """results/<dataset>/<model slug>__<recipe>__<identity digest[:8]>.json"""
+    name = f"{slug(result.model.id, 80)}__{slug(result.protocol.recipe_name)}__{result.identity().digest()[:8]}"
+    return Path(results_dir) / slug(result.dataset.name) / f"{name}.json"
 
 
-def write_result(results_dir: Path, result: dict[str, Any]) -> Path:
-    """Write one result JSON atomically; returns its path."""
-    path = result_path(results_dir, result["model"]["id"], result["dataset"]["name"],
-                       result["protocol"]["recipe"]["name"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, result)
-    return path
+def find_existing(results_dir: Path, identity: ResultIdentity) -> Path | None:
+    """The result file under ``results_dir`` that measured exactly ``identity``, if there is one."""
+    digest = identity.digest()
+    folder = Path(results_dir) / slug(identity.dataset)
+    for path in sorted(folder.glob(f"*__{digest[:8]}.json")) if folder.is_dir() else []:
+        if ProbeResult.from_disk(path).identity().digest() == digest:
+            return path
+    return None
 
 
-def read_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every result JSON under ``results_dir`` (refuses unknown schema versions, naming the file)."""
+def write_result(results_dir: Path, result: ProbeResult, overwrite: bool = False) -> Path:
+    """Write ``result`` to its own file; returns the path.
+
+    A file of the same identity is left as it is (a rerun of the same protocol is a no-op) unless
+    ``overwrite``; results of any other identity have other names and are never touched.
+    """
+    existing = find_existing(results_dir, result.identity())
+    if existing is not None and not overwrite:
+        return existing
+    return result.to_disk(existing or result_path(results_dir, result))
+
+
+def read_results(results_dir: Path) -> list[ProbeResult]:
+    """Every results JSON under ``results_dir`` (schema-1 files migrated; other files' errors name them).
+
+    JSON files without ``schema_version`` (e.g. a report's own JSON) are not results and are skipped.
+    """
     results = []
     for path in sorted(Path(results_dir).glob("**/*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise MarbleEvalError(f"{path}: not a readable results JSON ({exc}); delete or regenerate it") from None
-        if not isinstance(data, dict) or "schema_version" not in data:
-            continue  # not a result file (e.g. a report's own JSON)
-        if data["schema_version"] != SCHEMA_VERSION:
-            raise MarbleEvalError(f"{path}: schema_version {data['schema_version']} is not {SCHEMA_VERSION}; "
-                                  f"rerun `marble-eval probe` to regenerate it")
-        data["_path"] = str(path)
-        results.append(data)
+        if isinstance(data, dict) and "schema_version" in data:
+            results.append(ProbeResult.from_data(data, str(path), path=path))
     return results
 
 
 def predictions_path(result_json: Path) -> Path:
-    """The per-item predictions file beside a results JSON."""
-    return Path(result_json).with_suffix(".predictions.npz")
+    """The per-item predictions file beside a results JSON: ``<name>.predictions.npz``."""
+    path = Path(result_json)
+    stem = path.name.removesuffix(".json")
+    return path.with_name(stem + ".predictions.npz")
 
 
 def write_predictions(result_json: Path, item_ids: list[str], y_true: np.ndarray, probs: list[np.ndarray],
