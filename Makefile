@@ -35,7 +35,6 @@ lint: setup
 
 eval: setup
 	$(PY) -m marble_eval eval $(foreach m,$(MODEL),--model $(m)) --dataset $(DATASET) --results-dir $(RESULTS) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DATA_CONFIG),--data-config $(DATA_CONFIG)) $(EVAL_ARGS)
-	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)
 
 leaderboard: setup
 	$(PY) -m marble_eval leaderboard --results-dir $(RESULTS)

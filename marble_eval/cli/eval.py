@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from marble_eval.cli import leaderboard
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
                                     add_window_args, dataset_options, model_options)
 from marble_eval.cli.extract import add_scale_args, settings_from_args
@@ -37,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
     datasets = dataset_names(args.dataset)
     if len(models) == 1 and len(datasets) == 1 and not args.data_config:
         evaluate(models[0], datasets[0], **dataset_options(args), **options)
-        return EXIT_OK
-    outcomes = evaluate_suite(models, datasets, data_config=args.data_config, **dataset_options(args), **options)
-    for line in suite_lines(outcomes):
-        print(line)
-    return EXIT_SUITE_INCOMPLETE if any(outcome.status == "failed" for outcome in outcomes) else EXIT_OK
+        code = EXIT_OK
+    else:
+        outcomes = evaluate_suite(models, datasets, data_config=args.data_config, **dataset_options(args),
+                                  **options)
+        for line in suite_lines(outcomes):
+            print(line)
+        code = EXIT_SUITE_INCOMPLETE if any(outcome.status == "failed" for outcome in outcomes) else EXIT_OK
+    print(f"marble-eval leaderboard --results-dir {args.results_dir}")
+    leaderboard.run(argparse.Namespace(results_dir=args.results_dir, format="md", recipe=None, published=False,
+                                       bootstrap=1000))
+    return code
