@@ -38,6 +38,9 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="ddp",
                         help="Lightning strategy when distributed: ddp (re-runs this command per rank), ddp_spawn, "
                              "ddp_fork (default: ddp)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="write finished items to the cache at least this often (default: 30; a kill -9 "
+                             "loses at most the batch in flight and this much work)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
@@ -46,7 +49,8 @@ def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
     return ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                            precision=args.precision, storage=args.storage, batch_size=args.batch_size,
                            batch_seconds=getattr(args, "batch_seconds", None),
-                           num_workers=getattr(args, "num_workers", None))
+                           num_workers=getattr(args, "num_workers", None),
+                           checkpoint_seconds=getattr(args, "checkpoint_seconds", 30.0))
 
 
 def is_distributed(args: argparse.Namespace) -> bool:
@@ -61,6 +65,10 @@ def is_distributed(args: argparse.Namespace) -> bool:
 
 def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> ExtractSummary:
     """Extract with the arguments of `extract` (shared with `eval`); prints the summary on global rank 0."""
+    from marble_eval.features.extract import validate_settings
+
+    resolve_precision(args, None)
+    validate_settings(settings_from_args(args), args.device)  # before the dataset or the model loads
     dataset = dataset or load_dataset_from_args(args)
     show_progress = not getattr(args, "no_progress", False)
     if is_distributed(args):
@@ -69,7 +77,6 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
         accelerator = accelerator_for(args.device)
         # every rank loads on the host; Lightning then moves the weights to that rank's own device
         model = model or load_model_from_args(argparse.Namespace(**{**vars(args), "device": "cpu"}))
-        resolve_precision(args, model.info)  # for the ranks' --device, not the host's
         summary = extract_distributed(model, dataset, features_root(args), settings_from_args(args),
                                       devices=args.devices or 1, num_nodes=args.num_nodes, strategy=args.strategy,
                                       accelerator=accelerator, show_progress=show_progress)
@@ -86,5 +93,5 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
 
 
 def run(args: argparse.Namespace) -> int:
-    run_extraction(args)
-    return 0
+    """0: every item has features; 4: some were skipped (failures.json); 3: none could be extracted."""
+    return run_extraction(args).exit_code()
