@@ -102,7 +102,7 @@ def validate_device(device: str | torch.device) -> torch.device:
         raise MarbleEvalError(f"--device {device}: not a device; use cpu, cuda, cuda:N or mps") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise MarbleEvalError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+            raise MarbleEvalError(f"--device {device}: CUDA is not available on this machine (no GPU or a CPU-only torch); use --device cpu")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
             raise MarbleEvalError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
