@@ -69,9 +69,10 @@ def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> Extrac
 
     resolve_precision(args, None)
     validate_settings(settings_from_args(args), args.device)  # before the dataset or the model loads
+    distributed = is_distributed(args)
     dataset = dataset or load_dataset_from_args(args)
     show_progress = not getattr(args, "no_progress", False)
-    if is_distributed(args):
+    if distributed:
         from marble_eval.features.distributed import accelerator_for, extract_distributed
 
         accelerator = accelerator_for(args.device)

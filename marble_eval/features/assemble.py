@@ -89,8 +89,8 @@ class ShardBuffer:
     """Completed items waiting to be written as cache shards.
 
     A shard is written when ``shard_items`` items are buffered, at least every
-    ``checkpoint_seconds`` by a timer thread (also while the caller is blocked on a slow decode or
-    forward pass), and on ``close``. Use it as a context manager: leaving the block, normally or by
+    ``checkpoint_seconds`` by a timer thread started with the first item (it also writes while the
+    caller is blocked on a slow decode or forward pass), and on ``close``. Use it as a context manager: leaving the block, normally or by
     an exception (Ctrl-C, SIGTERM), stops the timer and writes what is buffered. A write error in
     the timer thread is raised by the next ``add``, ``flush`` or ``close``.
     """
@@ -104,9 +104,6 @@ class ShardBuffer:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._timer: threading.Thread | None = None
-        if checkpoint_seconds is not None and checkpoint_seconds > 0:
-            self._timer = threading.Thread(target=self._tick, name="marble-eval-checkpoint", daemon=True)
-            self._timer.start()
 
     def __enter__(self) -> "ShardBuffer":
         return self
@@ -118,6 +115,7 @@ class ShardBuffer:
         """Buffer one finished item (written with the next shard)."""
         with self._lock:
             self._raise_timer_error()
+            self._start_timer()
             self._items[item_id] = (features, frames, stamp)
             if len(self._items) >= self.shard_items:
                 self._write()
@@ -144,6 +142,13 @@ class ShardBuffer:
         if self._items:
             self.cache.write_shard(self._items)
             self._items = {}  # only once the shard is on disk: an interrupted write is retried
+
+    def _start_timer(self) -> None:
+        # started with the first item, not before: decode workers fork when the loop begins, and a
+        # process should not fork while another of its threads may be writing
+        if self._timer is None and self.checkpoint_seconds and not self._stop.is_set():
+            self._timer = threading.Thread(target=self._tick, name="marble-eval-checkpoint", daemon=True)
+            self._timer.start()
 
     def _tick(self) -> None:
         while not self._stop.wait(self.checkpoint_seconds):
