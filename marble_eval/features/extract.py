@@ -1,8 +1,9 @@
 """Extraction stage: audio -> windows -> frozen model -> per-layer time means -> cache.
 
-Single process: DataLoader workers decode and window the audio (``extract_data``), the model
+Single process: DataLoader workers decode and window the audio (``windows``), the model
 embeds batches of equal-length windows taken across files, and completed items go to cache
-shards (``extract_collect``). Several processes or machines: ``extract_distributed``.
+shards (``assemble``), written at least every ``checkpoint_seconds``. Several processes or
+machines: ``distributed``. ``validate_settings`` checks settings and device before anything loads.
 """
 
 from __future__ import annotations
@@ -25,16 +26,15 @@ from marble_eval.features.audio import split_windows, stream_windows
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import (EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError)
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
-from marble_eval.features.cache import AudioCheck, CacheKey, FeatureCache, dataset_label
+from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, FeatureCache, dataset_label
 from marble_eval.files import atomic_write_bytes
 from marble_eval.features.windows import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
                                           default_num_workers, window_loader)
-from marble_eval.models.base import AudioEncoder
+from marble_eval.models.base import PRECISIONS, AudioEncoder  # fp32, the reference, is the default (issue #16)
 from marble_eval.progress import progress_bar
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 is the reference and the default on every device (issue #16)
-STORAGES = ("fp16", "fp32")
+STORAGES = tuple(STORAGE_DTYPES)
 DEFAULT_CHECKPOINT_SECONDS = 30.0
 DEFAULT_EMBED_WINDOW_SECONDS = 30.0  # `embed`: bounded memory whatever the file length
 
