@@ -187,7 +187,7 @@ def speed(report: Report, model_dir: Path, paths: list[Path], warm_up: Path, wor
     report("speed-up bf16 / card loop (wall clock)", realtime["bf16"] / realtime["card"], "x")
     config = json.loads((model_dir / "config.json").read_text())
     flops = 2 * sum(forward_flops(config, len(load_audio(path, RATE))) for path in paths)  # two passes each
-    for name, dtype_name in (("card", "fp32"), ("default", default), ("bf16", "bf16")):
+    for name, dtype_name in (("card", "fp32"), ("default", default)):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
         peak = matmul_peak_flops(dtype, device)
         report(f"{name}: share of {dtype_name} matmul peak {peak / 1e9:.0f} GFLOP/s", 100 * flops / totals[name][0] / peak,
