@@ -5,10 +5,11 @@ full MERT-95M layout (``quick``: the tiny test layout, fewer and shorter files),
 there is one:
 - x realtime of the model-card loop: fp32, eager attention, one whole clip at a time, inputs
   normalised by transformers' own Wav2Vec2FeatureExtractor, hidden states stacked and averaged;
-- x realtime of marble-eval's default extraction (``extract_dataset``, default settings at
-  the command line's ``--precision auto``) and of the same at fp32, the files being a whole-clip dataset;
+- x realtime of marble-eval's default extraction (``extract_dataset`` with default settings: fp32,
+  the reference, on every device) and of the same with the opt-in ``--precision bf16``, the files
+  being a whole-clip dataset;
 - the ratios, by wall clock and by CPU seconds (this process and its decode workers; steadier
-  when other work shares the machine). The loops alternate (card, default, fp32, fp32, default,
+  when other work shares the machine). The loops alternate (card, default, bf16, bf16, default,
   card) so that a change of machine load hits all alike;
 - model FLOP/s (counted from config.json) as a share of this machine's matmul peak;
 - the drift of the cached states from the card's fp32 states (max abs, relative);
@@ -39,7 +40,7 @@ import torch
 
 from marble_eval.features.audio import load_audio
 from marble_eval.datasets.base import Dataset, Item
-from marble_eval.features.extract import ExtractSettings, auto_precision, extract_dataset, open_cache
+from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert
 
@@ -136,11 +137,11 @@ def _dataset(paths: list[Path], window: float) -> Dataset:
 
 
 def default_extraction(model_dir: Path, work: Path, device: str,
-                       precision: str = "auto") -> Callable[[list[Path]], np.ndarray]:
+                       precision: str = "fp32") -> Callable[[list[Path]], np.ndarray]:
     """marble-eval's extraction (default settings at ``precision``) of files as a whole-clip dataset,
     into a fresh cache each call."""
     model = load_model(str(model_dir), device=device)
-    settings = ExtractSettings(precision=auto_precision(model.info, device) if precision == "auto" else precision)
+    settings = ExtractSettings(precision=precision)
     calls = []
 
     def embed(paths: list[Path]) -> np.ndarray:
@@ -163,27 +164,27 @@ def _timed(function: Callable[[list[Path]], np.ndarray], paths: list[Path], devi
 
 
 def speed(report: Report, model_dir: Path, paths: list[Path], warm_up: Path, work: Path, device: str) -> None:
-    """Card loop vs marble-eval (default bf16, and fp32), alternated so that load changes hit all alike."""
+    """Card loop vs marble-eval (default fp32, and opt-in bf16), alternated so that load changes hit all alike."""
     audio = sum(len(load_audio(path, RATE)) for path in paths) / RATE
-    default = auto_precision(load_model(str(model_dir)).info, device)
+    default = ExtractSettings().precision
     loops = {"card": card_loop(model_dir, device),
              "default": default_extraction(model_dir, work, device),
-             "fp32": default_extraction(model_dir, work, device, precision="fp32")}
+             "bf16": default_extraction(model_dir, work, device, precision="bf16")}
     for loop in loops.values():
         loop([warm_up])  # first-call allocations and kernel selection
     totals = {name: [0.0, 0.0] for name in loops}
     results = {}
-    for name in ("card", "default", "fp32", "fp32", "default", "card"):
+    for name in ("card", "default", "bf16", "bf16", "default", "card"):
         results[name], wall, cpu = _timed(loops[name], paths, device)
         totals[name][0] += wall
         totals[name][1] += cpu
     realtime = {name: 2 * audio / wall for name, (wall, _) in totals.items()}
     report(f"card loop: fp32 eager, 1 clip/call ({device})", realtime["card"], "x realtime")
     report(f"marble-eval default: {default} sdpa batched ({device})", realtime["default"], "x realtime")
-    report(f"marble-eval at fp32: sdpa batched ({device})", realtime["fp32"], "x realtime")
+    report(f"marble-eval opt-in bf16: sdpa batched ({device})", realtime["bf16"], "x realtime")
     report("speed-up default / card loop (wall clock)", realtime["default"] / realtime["card"], "x")
     report("speed-up default / card loop (CPU seconds)", totals["card"][1] / totals["default"][1], "x")
-    report("speed-up fp32 / card loop (wall clock)", realtime["fp32"] / realtime["card"], "x")
+    report("speed-up bf16 / card loop (wall clock)", realtime["bf16"] / realtime["card"], "x")
     config = json.loads((model_dir / "config.json").read_text())
     flops = 2 * sum(forward_flops(config, len(load_audio(path, RATE))) for path in paths)  # two passes each
     for name, dtype_name in (("card", "fp32"), ("default", default)):
@@ -191,7 +192,7 @@ def speed(report: Report, model_dir: Path, paths: list[Path], warm_up: Path, wor
         peak = matmul_peak_flops(dtype, device)
         report(f"{name}: share of {dtype_name} matmul peak {peak / 1e9:.0f} GFLOP/s", 100 * flops / totals[name][0] / peak,
                "%")
-    for name in ("default", "fp32"):
+    for name in ("default", "bf16"):
         diff = np.abs(results[name] - results["card"])
         report(f"states {name} vs card fp32: max abs diff", float(diff.max()), "")
         report(f"states {name} vs card fp32: max abs diff / max |state|", float(diff.max() / np.abs(results["card"]).max()),
@@ -234,7 +235,7 @@ def memory_child(model_dir: str, path: str, window: float, device: str) -> dict[
         seconds = sum(len(w) for w in windows) / RATE
     else:
         with tempfile.TemporaryDirectory() as root:
-            settings = ExtractSettings(precision=auto_precision(model.info, device), num_workers=0)
+            settings = ExtractSettings(num_workers=0)
             seconds = extract_dataset(model, _dataset([Path(path)], window), Path(root), settings,
                                       show_progress=False).audio_seconds
     return {"loaded_mb": loaded, "peak_mb": _peak_rss(), "audio_seconds": seconds}

@@ -108,7 +108,18 @@ def result_identity(cache: FeatureCache, dataset: Dataset, model: ModelInfo, rec
                     max_epochs: int | None = None, **fields: Any) -> ResultIdentity:
     """The identity the result of these inputs will have (before training: a rerun can be skipped)."""
     return ResultIdentity.of(model.fingerprint, dataset.name, dataset.identity(),
-                             protocol_record(cache, recipe, grid, max_epochs, **fields))
+                             protocol_record(cache, recipe, grid, max_epochs, **fields),
+                             probed_audio_digest(cache, dataset))
+
+
+def probed_audio_digest(cache: FeatureCache, dataset: Dataset) -> str | None:
+    """Digest of the audio of the items a probe uses (every cached item not recorded as failed);
+    None while the cache is incomplete (``probe_inputs`` then names what is missing)."""
+    failures = cache.failures()
+    try:
+        return cache.audio_digest(sorted(item.id for item in dataset.items if item.id not in failures))
+    except MarbleEvalError:
+        return None
 
 
 def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: ModelInfo, recipe: ProbeRecipe,
@@ -145,7 +156,8 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
                               notes=list(dataset.notes)),
         protocol=protocol_record(cache, recipe, grid, max_epochs, **(protocol_fields or {})),
         extraction=ExtractionRecord(cache_dir=str(cache.directory), excluded_items=excluded_items,
-                                    data_dir=str(dataset.data_dir) if dataset.data_dir else None),
+                                    data_dir=str(dataset.data_dir) if dataset.data_dir else None,
+                                    audio_digest=probed_audio_digest(cache, dataset)),
         summary={metric: SummaryStat(**stats) for metric, stats in grid_result["summary"].items()},
         selected=[SelectedConfig(**selected) for selected in grid_result["selected"]],
         grid=[GridConfig(**config) for config in grid_result["configs"]],
@@ -167,6 +179,8 @@ def grid_dict(grid: GridSpec) -> dict[str, Any]:
 # -- the public API ---------------------------------------------------------------------------
 
 Seeds = int | Sequence[int] | None
+# ExtractSettings fields that change only speed and memory, never the features
+SPEED_SETTINGS = ("batch_size", "batch_seconds", "num_workers", "checkpoint_seconds", "shard_items")
 Log = Callable[[str], None]
 
 
@@ -259,25 +273,61 @@ def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
             protocol: str | Path | Protocol | None = None, data_dir: Path | str | None = None,
             cache_dir: Path | str | None = None, device: str = "cpu", precision: str | None = None,
             window_seconds: float | None = None, max_seconds: float | None = None, vocabulary: str | None = None,
-            storage: str = "fp16", show_progress: bool = False, model_options: dict[str, Any] | None = None,
+            storage: str = "fp16", devices: int | None = None, num_nodes: int = 1, strategy: str = "ddp",
+            show_progress: bool = False, model_options: dict[str, Any] | None = None,
             dataset_options: dict[str, Any] | None = None, log: Log | None = None, **run: Any) -> ExtractSummary:
     """Fill the feature cache of ``model`` x ``dataset`` (resumable; bad audio skipped and listed).
 
-    ``run`` takes the speed-only settings of ExtractSettings (batch_size, num_workers, ...).
-    Settings, the device and the dataset are checked before the model loads.
+    ``run`` takes the speed-only settings of ExtractSettings (batch_size, num_workers, batch_seconds,
+    checkpoint_seconds). Settings, the device and the dataset are checked before the model loads.
+    ``devices`` x ``num_nodes`` > 1 runs a distributed extraction (docs/scale.md).
     """
-    from marble_eval.features.extract import extract_dataset
+    from marble_eval.features.extract import extract_dataset, validate_settings
 
     chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds,
                               vocabulary=vocabulary)
     settings = extraction_settings(chosen, storage=storage, **run)
+    validate_settings(settings, device)
+    if (devices is not None and devices < 1) or num_nodes < 1:
+        raise MarbleEvalError(f"--devices {devices} / --num-nodes {num_nodes}: must be 1 or more")
     dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
     dataset.check_ready(need_audio=True)
-    model = as_model(model, device, model_options)
-    summary = extract_dataset(model, dataset, features_root(cache_dir), settings, show_progress=show_progress)
-    for line in summary.lines() if log else ():
+    if (devices or 1) * num_nodes > 1:
+        from marble_eval.features.distributed import accelerator_for, extract_distributed
+
+        # every rank loads on the host; Lightning then moves the weights to that rank's own device
+        model = as_model(model, "cpu", model_options)
+        summary = extract_distributed(model, dataset, features_root(cache_dir), settings, devices=devices or 1,
+                                      num_nodes=num_nodes, strategy=strategy, accelerator=accelerator_for(device),
+                                      show_progress=show_progress)
+    else:
+        model = as_model(model, device, model_options)
+        summary = extract_dataset(model, dataset, features_root(cache_dir), settings, show_progress=show_progress)
+    for line in summary.lines() if log and summary.global_rank == 0 else ():
         log(line)
     return summary
+
+
+def cached_model_info(spec: str, dataset: Dataset, settings: ExtractSettings, cache_dir: Path | str | None,
+                      options: dict[str, Any] | None = None) -> tuple[FeatureCache, ModelInfo]:
+    """The feature cache of model ``spec`` and what the model is, found without building the model.
+
+    The model is identified by its fingerprint (its files hashed, not loaded); a pooling in
+    ``options`` must match the cache's.
+    """
+    from marble_eval.features.cache import locate_cache
+    from marble_eval.models.hub import fingerprint
+    from marble_eval.models.registry import resolve
+
+    resolved = resolve(spec)
+    pooling = (options or {}).get("pooling")
+    cache = locate_cache(features_root(cache_dir), dataset, fingerprint(resolved), settings,
+                         {"pooling": pooling} if pooling else None)
+    key = cache.key
+    return cache, ModelInfo(model_id=spec, family=key.family, sample_rate=key.sample_rate,
+                            n_hidden_states=key.n_hidden_states, dim=key.dim, n_parameters=key.n_parameters,
+                            fingerprint=key.model_fingerprint, revision=resolved.revision,
+                            extra=dict(key.model_settings))
 
 
 def probe(model: str | AudioEncoder, dataset: str | Path | Dataset, **options: Any) -> ProbeResult:
@@ -309,22 +359,24 @@ def probe_stage(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
                               max_seconds=max_seconds, vocabulary=vocabulary, **choices)
     dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
     dataset.check_ready(need_audio=False)
-    model = as_model(model, device, model_options)
     settings = extraction_settings(chosen, storage=storage)
-    cache = open_cache(features_root(cache_dir), model, dataset, settings)
-    spec = grid_spec(chosen.grid, model.info.n_hidden_states, chosen.seeds, lrs, layers)
-    spec.check(model.info.n_hidden_states)
+    if isinstance(model, AudioEncoder):
+        cache, info = open_cache(features_root(cache_dir), model, dataset, settings), model.info
+    else:
+        cache, info = cached_model_info(model, dataset, settings, cache_dir, model_options)
+    spec = grid_spec(chosen.grid, info.n_hidden_states, chosen.seeds, lrs, layers)
+    spec.check(info.n_hidden_states)
     recipe_ = recipe_for(chosen)
     fields = chosen.record(cache.key.window_seconds, cache.key.max_seconds)
     existing = None if results_dir is None else find_existing(
-        Path(results_dir), result_identity(cache, dataset, model.info, recipe_, spec, max_epochs, **fields))
+        Path(results_dir), result_identity(cache, dataset, info, recipe_, spec, max_epochs, **fields))
     if existing is not None and not overwrite:
         result = ProbeResult.from_disk(existing)
         if log:
             log(f"results: {existing} (already computed with this model, dataset and protocol; --overwrite to redo)")
             log(summary_line(result))
         return result, True
-    result, predictions = run_probe_with_predictions(cache, dataset, model.info, recipe_, spec,
+    result, predictions = run_probe_with_predictions(cache, dataset, info, recipe_, spec,
                                                      show_progress=show_progress, max_epochs=max_epochs,
                                                      threads=threads, display_name=name, protocol_fields=fields)
     if results_dir is not None:
@@ -370,8 +422,12 @@ def evaluate_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
 
     ``extract_options`` go to ``extract`` (batch_size, num_workers, ...), ``probe_options`` to ``probe``.
     """
+    from marble_eval.features.extract import validate_settings
+
     chosen = resolve_protocol(protocol, precision=precision, window_seconds=window_seconds, max_seconds=max_seconds,
                               vocabulary=vocabulary)
+    speed = {key: value for key, value in (extract_options or {}).items() if key in SPEED_SETTINGS}
+    validate_settings(extraction_settings(chosen, storage=storage, **speed), device)  # before anything loads
     dataset = as_dataset(dataset, data_dir, chosen.vocabulary, dataset_options)
     dataset.check_ready(need_audio=True)
     for note in dataset.notes if log else ():

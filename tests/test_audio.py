@@ -84,3 +84,26 @@ def test_normalize_gives_zero_mean_unit_variance():
     wave = np.random.default_rng(0).normal(3.0, 5.0, 10_000).astype(np.float32)
     out = normalize(wave)
     assert abs(out.mean()) < 1e-5 and abs(out.std() - 1) < 1e-4
+
+
+def test_a_named_pipe_is_a_stream_not_an_empty_file(tmp_path):
+    """A FIFO has no size: it is opened and decoded (a WAV streams fine), never refused as "0 bytes"."""
+    import os
+    import threading
+
+    from marble_eval.features.audio import stream_windows
+
+    source = tmp_path / "tone.wav"
+    sf.write(source, _tone(440, 2.0, 16000), 16000, subtype="PCM_16")
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()))  # blocks until read
+    writer.start()
+    try:
+        streamed = np.concatenate(list(stream_windows(fifo, 16000, 1.0)))
+    finally:
+        if writer.is_alive():  # the decode failed before opening: let the writer go
+            with open(fifo, "rb") as handle:
+                handle.read()
+        writer.join(timeout=30)
+    np.testing.assert_array_equal(streamed, load_audio(source, 16000))

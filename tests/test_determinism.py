@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from marble_eval.features.extract import ExtractSettings, extract_dataset, open_
 from marble_eval.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = 20261122
 
 
 def _metrics(result: dict) -> dict:
@@ -50,24 +48,70 @@ def _probe(common: list[str], cache: Path, results: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _shard_ids(root: Path) -> set[str]:
+    """Item ids in the shards under ``root`` (written atomically: a listed shard is complete)."""
+    ids: set[str] = set()
+    for path in root.glob("*/*/shards/shard-*.npz"):
+        with np.load(path, allow_pickle=False) as shard:
+            ids.update(str(item_id) for item_id in shard["ids"])
+    return ids
+
+
+def _unblock_fifo_reader(path: Path) -> None:
+    """Let a process blocked opening the FIFO for reading go on (it then reads end-of-file)."""
+    with contextlib.suppress(OSError):  # ENXIO: nobody is waiting on it
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def stall_on_fifo(data_dir: Path, victim: str) -> Path:
+    """Replace the audio file ``victim`` (relative to ``data_dir``) by a named pipe; returns where the real file went."""
+    path = data_dir / victim
+    kept = path.with_name(path.name + ".real")
+    path.rename(kept)
+    os.mkfifo(path)
+    return kept
+
+
 def test_cli_extract_killed_and_rerun_then_probe_gives_the_uninterrupted_metrics(
         tiny_mert_dirs, small_fixture_yaml, tmp_path_factory, tmp_path):
-    data_dir = tmp_path_factory.getbasetemp() / "tiny-fixture-audio"
+    """The kill happens at a point the test controls: item 20 of 24 is a named pipe, so its decode
+    blocks opening it; the 20 items before it finish and the checkpoint timer writes them while the
+    main loop waits; once the shards hold them the process is SIGKILLed. The rerun (the real file
+    back in place) finds them cached and extracts the other 4."""
+    data_dir = tmp_path / "audio"
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)  # the fixture source writes its audio
+    ids = [item.id for item in dataset.items]
+    victim = dataset.items[20]
     common = ["--model", str(tiny_mert_dirs["safetensors"]), "--dataset", str(small_fixture_yaml),
               "--data-dir", str(data_dir)]
-    _cli(["extract", *common, "--cache-dir", str(tmp_path / "clean"), "--no-progress"])
+    one_by_one = ["--batch-size", "1"]  # one window per forward pass: features do not depend on batching
+    _cli(["extract", *common, *one_by_one, "--cache-dir", str(tmp_path / "clean"), "--no-progress"])
 
+    real = stall_on_fifo(data_dir, victim.path)
+    fifo = data_dir / victim.path
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "marble_eval", "extract", *common, "--cache-dir", str(killed),
-                                "--no-progress"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not list(killed.glob("*/*/key.json")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # wait until extraction has begun (the model is loaded, the cache created)
-    time.sleep(random.Random(SEED).uniform(0.0, 1.5))
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not after it finished
-    rerun = _cli(["extract", *common, "--cache-dir", str(killed), "--no-progress"])
-    assert "items: 24 total" in rerun
+    process = subprocess.Popen([sys.executable, "-m", "marble_eval", "extract", *common, *one_by_one, "--cache-dir",
+                                str(killed), "--no-progress", "--num-workers", "1", "--checkpoint-seconds", "0.2"],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 300
+        while not set(ids[:20]) <= _shard_ids(killed) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling against a deadline: the checkpoint timer writes the 20 finished items
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]  # still blocked on the pipe
+        assert set(ids[:20]) <= _shard_ids(killed) and victim.id not in _shard_ids(killed)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+        _unblock_fifo_reader(fifo)  # the orphaned decode worker reads end-of-file and exits
+    fifo.unlink()
+    real.rename(fifo)
+    rerun = _cli(["extract", *common, *one_by_one, "--cache-dir", str(killed), "--no-progress"])
+    assert "items: 24 total, 4 extracted now, 20 already cached, 0 skipped" in rerun
+    assert "0 file(s) hashed" in rerun  # unchanged audio is recognised by size and mtime alone
 
     clean = _probe(common, tmp_path / "clean", tmp_path / "results-clean")
     again = _probe(common, tmp_path / "clean", tmp_path / "results-again")
@@ -106,7 +150,7 @@ def test_a_resumed_extraction_gives_the_same_features_and_metrics(batch_size, ti
     with pytest.raises(KeyboardInterrupt):
         extract_dataset(CrashAfter(9), dataset, tmp_path / "resumed", settings, show_progress=False)
     resumed_summary = extract_dataset(model, dataset, tmp_path / "resumed", settings, show_progress=False)
-    assert resumed_summary.already_cached == 8 and resumed_summary.extracted == 16
+    assert resumed_summary.already_cached == 9 and resumed_summary.extracted == 15
 
     clean = open_cache(tmp_path / "clean", model, dataset, settings)
     resumed = open_cache(tmp_path / "resumed", model, dataset, settings)

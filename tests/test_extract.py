@@ -12,8 +12,11 @@ import pytest
 
 from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.errors import MarbleEvalError
-from marble_eval.features.extract import ExtractSettings, embed_files, extract_dataset, open_cache
+from marble_eval.cli import main
+from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_SOME_SKIPPED, MarbleEvalError
+from marble_eval.features.cache import locate_cache
+from marble_eval.features.extract import (ExtractSettings, embed_files, embed_paths, extract_dataset, open_cache,
+                                          validate_device, validate_settings)
 from marble_eval.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,10 +78,11 @@ def test_resume_after_a_crash_gives_the_same_cache(model, dataset, tmp_path, bat
     with pytest.raises(KeyboardInterrupt):
         extract_dataset(_CrashAfter(model, 10), dataset, tmp_path / "crashed", settings, show_progress=False)
     crashed = open_cache(tmp_path / "crashed", model, dataset, settings)
-    assert len(crashed.done_ids()) == 8  # two whole shards survived, the partial buffer did not
+    # the 10 items finished before the crash: two full shards, and the buffer written on the way out
+    assert len(crashed.done_ids()) == 10
     assert not list(crashed.shard_dir.glob(".*tmp"))
     resumed = extract_dataset(model, dataset, tmp_path / "crashed", settings, show_progress=False)
-    assert resumed.extracted == 16 and resumed.already_cached == 8
+    assert resumed.extracted == 14 and resumed.already_cached == 10
     ids = [item.id for item in dataset.items]
     clean = open_cache(tmp_path / "clean", model, dataset, settings)
     for a, b in zip(_all_features(clean, ids), _all_features(crashed, ids)):
@@ -134,15 +138,129 @@ def test_embed_weights_windows_by_frames(model, dataset):
 def test_cli_embed_and_extract(tmp_path, dataset, tiny_mert_dirs):
     model_dir = str(tiny_mert_dirs["bin"])
     files = [str(dataset.audio_path(item)) for item in dataset.items[:3]]
-    out = tmp_path / "emb.npy"
-    embed = subprocess.run([sys.executable, "-m", "marble_eval", "embed", "--model", model_dir, *files,
-                            "--output", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert embed.returncode == 0, embed.stderr
-    assert np.load(out).shape == (3, 5, 32) and np.load(out).dtype == np.float32
-    bad = subprocess.run([sys.executable, "-m", "marble_eval", "extract", "--model", model_dir, "--dataset",
-                          "no-such-dataset"], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert bad.returncode == 2 and "unknown dataset 'no-such-dataset'" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio" * 50)
+    out = tmp_path / "emb.features"  # --output names exactly the file written, whatever its suffix
+    embed = subprocess.run([sys.executable, "-m", "marble_eval", "embed", "--model", model_dir, *files, str(bad),
+                            "--output", str(out), "--no-progress"], capture_output=True, text=True, cwd=REPO,
+                           timeout=300)
+    assert embed.returncode == EXIT_SOME_SKIPPED, embed.stderr
+    assert f"skipped {bad}: " in embed.stderr and "1 skipped" in embed.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "emb.features"]
+    with np.load(out, allow_pickle=False) as npz:
+        assert npz["features"].shape == (3, 5, 32) and npz["features"].dtype == np.float32
+        assert npz["paths"].tolist() == files and npz["ids"].tolist() == [Path(f).stem for f in files]
+    bad_run = subprocess.run([sys.executable, "-m", "marble_eval", "extract", "--model", model_dir, "--dataset",
+                              "no-such-dataset"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad_run.returncode == 2 and "unknown dataset 'no-such-dataset'" in bad_run.stderr
+    assert len(bad_run.stderr.strip().splitlines()) == 1
+
+
+class _WindowSizes:
+    """Counts the longest window handed to the model (zeros as features: only shapes matter here)."""
+
+    def __init__(self, info) -> None:
+        self.info, self.longest, self.calls = info, 0, 0
+
+    def embed_windows(self, windows, batch_size=8):
+        self.calls += 1
+        self.longest = max([self.longest, *(len(w) for w in windows)])
+        return (np.zeros((len(windows), self.info.n_hidden_states, self.info.dim), np.float32),
+                np.ones(len(windows), np.int64))
+
+
+def test_embed_holds_one_30_s_window_of_a_10_minute_file(model, tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "ten-minutes.wav"
+    sf.write(path, np.zeros(600 * 8000, np.int16), 8000, subtype="PCM_16")  # 10 min at 8 kHz: 9.6 MB on disk
+    counter = _WindowSizes(model.info)
+    result = embed_paths(counter, [path], batch_size=1)
+    assert counter.longest == 30 * model.info.sample_rate and counter.calls == 20  # 20 windows of 30 s
+    assert result.features.shape == (1, 5, 32) and result.paths == [str(path)]
+
+
+def test_embed_skips_and_reports_bad_files(model, dataset, tmp_path):
+    good = dataset.audio_path(dataset.items[0])
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    result = embed_paths(model, [empty, good, tmp_path / "missing.mp3"])
+    assert result.paths == [str(good)] and result.features.shape == (1, 5, 32)
+    assert "empty file" in result.failures[str(empty)] and "file not found" in result.failures[str(tmp_path / "missing.mp3")]
+    np.testing.assert_allclose(result.features[0], embed_files(model, [good], window_seconds=30.0)[0])
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--batch-size", "0", "--batch-size 0: must be 1 or more"),
+    ("--window-seconds", "-1", "--window-seconds -1.0: must be 0"),
+    ("--window-seconds", "nan", "--window-seconds nan: must be 0"),
+    ("--max-seconds", "0", "--max-seconds 0.0: must be a finite number of seconds above 0"),
+    ("--checkpoint-seconds", "0", "--checkpoint-seconds 0.0: must be"),
+    ("--num-workers", "-2", "--num-workers -2: must be 0"),
+    ("--device", "gpu", "--device gpu: not a device"),
+    ("--device", "garbage:7", "--device garbage:7: not a device"),
+])
+def test_bad_numbers_and_devices_are_one_line_before_anything_loads(flag, value, message, tmp_path, capsys):
+    # the model path does not exist: an error about it would mean the model was loaded first
+    code = main(["extract", "--model", str(tmp_path / "no-model"), "--dataset", "no-such-dataset", flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3", "mps"])
+def test_a_device_this_machine_lacks_is_one_line(device, monkeypatch, tmp_path, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # public probes: as on a CPU-only machine
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code = main(["extract", "--model", str(tmp_path / "no-model"), "--dataset", "no-such-dataset", "--device", device])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--device {device}: " in err and "not available" in err and len(err.splitlines()) == 1
+
+
+def test_validate_device_names_the_gpus_there_are(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert validate_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(MarbleEvalError, match="has 2 CUDA GPU"):
+        validate_device("cuda:2")
+    with pytest.raises(MarbleEvalError, match="--batch-size 0"):
+        validate_settings(ExtractSettings(batch_size=0), "cpu")
+
+
+def test_extract_exit_codes(model, small_fixture_yaml, tiny_mert_dirs, tmp_path, capsys):
+    data_dir = tmp_path / "audio"
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
+    argv = ["extract", "--model", str(tiny_mert_dirs["safetensors"]), "--dataset", str(small_fixture_yaml),
+            "--data-dir", str(data_dir), "--no-progress"]
+    (data_dir / dataset.items[0].path).write_bytes(b"garbage" * 100)
+    assert main([*argv, "--cache-dir", str(tmp_path / "some"), "--max-seconds", "0.5"]) == EXIT_SOME_SKIPPED
+    for item in dataset.items:
+        (data_dir / item.path).write_bytes(b"")
+    assert main([*argv, "--cache-dir", str(tmp_path / "none")]) == EXIT_NOTHING_EXTRACTED
+    assert "24 skipped" in capsys.readouterr().out
+
+
+def test_the_probe_stage_finds_its_cache_without_the_model(model, dataset, tmp_path):
+    from marble_eval.models.hub import fingerprint
+    from marble_eval.models.registry import resolve
+
+    settings = ExtractSettings(window_seconds=1.0)
+    extract_dataset(model, dataset, tmp_path, settings, show_progress=False)
+    extract_dataset(model, dataset, tmp_path, ExtractSettings(window_seconds=2.0), show_progress=False)
+    print_ = fingerprint(resolve(model.info.model_id))
+    assert print_ == model.info.fingerprint  # computed from the files: no weights loaded
+    found = locate_cache(tmp_path, dataset, print_, settings)
+    assert found.directory == open_cache(tmp_path, model, dataset, settings).directory
+    with pytest.raises(MarbleEvalError, match="2 caches match") as error:
+        locate_cache(tmp_path, dataset, print_, ExtractSettings())  # window left open: both match
+    assert "\n" not in str(error.value)
+    with pytest.raises(MarbleEvalError, match="no feature cache"):
+        locate_cache(tmp_path, dataset, print_, ExtractSettings(window_seconds=1.0, precision="bf16"))
+    with pytest.raises(MarbleEvalError, match="no feature cache"):
+        locate_cache(tmp_path, dataset, "0" * 64, settings)
 
 
 def test_fixture_generation_does_not_depend_on_the_hash_seed(tmp_path, small_fixture_yaml):

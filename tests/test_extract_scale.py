@@ -97,8 +97,10 @@ def test_windows_are_batched_across_files_by_length_and_audio_budget(tmp_path):
         assert batch.waves.shape[0] == len(batch.keys) <= 4
         assert batch.waves.shape[0] * batch.waves.shape[1] <= 10 * RATE or len(batch.keys) == 1
     assert any(len({position for position, _ in batch.keys}) > 1 for batch in batches)  # spans files
-    finished = {position: count for batch in batches for position, count, _ in batch.finished}
+    finished = {position: count for batch in batches for position, count, _, _ in batch.finished}
     assert finished == {0: 1, 1: 1, 2: 1, 3: 3, 4: 1}
+    stamps = [stamp for batch in batches for *_, stamp in batch.finished]
+    assert all(stamp.size > 0 and len(stamp.sha256) == 64 for stamp in stamps)  # each item names its audio
     assert [reason for batch in batches for _, reason in batch.failed] == ["audio path escapes the data dir"]
 
 
@@ -181,7 +183,9 @@ def test_a_crash_midway_resumes_to_the_same_cache(model, dataset, tmp_path):
         extract_dataset(crashing, dataset, tmp_path / "crashed", settings, splits=("train",), show_progress=False)
     crashed = open_cache(tmp_path / "crashed", model, dataset, settings)
     survived = len(crashed.done_ids())
-    assert survived in (4, 8) and not list(crashed.shard_dir.glob(".*tmp"))  # whole shards only
+    # 5 forward passes of 2 windows finish 8 to 10 items (an item is complete when its last window's
+    # batch and its end-of-item event have arrived); the buffer is written on the way out
+    assert 8 <= survived <= 10 and not list(crashed.shard_dir.glob(".*tmp"))
     resumed = extract_dataset(model, dataset, tmp_path / "crashed", settings, splits=("train",),
                               show_progress=False)
     assert resumed.extracted == 12 - survived and resumed.already_cached == survived
@@ -220,7 +224,7 @@ def test_the_lightning_module_pickles_by_reloading_the_model(model, dataset):
 
     module = ExtractionModule(model, dataset, dataset.items[:3], ExtractSettings())
     clone = pickle.loads(pickle.dumps(module))
-    assert clone.encoder.info == model.info and clone.net is clone.encoder.module
+    assert clone.encoder.info == model.info and clone.encoder is not model  # loaded again, not unpickled
     batch = torch.randn(2, RATE)
     with torch.inference_mode():
         torch.testing.assert_close(clone.encoder.pooled_states(batch), model.pooled_states(batch), rtol=0, atol=0)

@@ -9,7 +9,9 @@ cache must then equal an uninterrupted run's bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import os
 import random
@@ -132,7 +134,7 @@ def _driver(args: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 from marble_eval.features.cache import FeatureCache  # noqa: E402
 from marble_eval.datasets.registry import load_dataset  # noqa: E402
-from marble_eval.errors import MarbleEvalError  # noqa: E402
+from marble_eval.errors import EXIT_SOME_SKIPPED, MarbleEvalError  # noqa: E402
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache  # noqa: E402
 from marble_eval.models import load_model  # noqa: E402
 
@@ -235,7 +237,8 @@ def test_two_extractions_at_once_give_one_runs_cache(tiny_mert_dirs, small_fixtu
     both = [subprocess.Popen([*command, "--cache-dir", str(tmp_path / "shared")], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [process.communicate(timeout=300) for process in both]
-    assert [process.returncode for process in both] == [0, 0], [err[-2000:] for _, err in outputs]
+    # 4: done, the one corrupt file skipped
+    assert [process.returncode for process in both] == [EXIT_SOME_SKIPPED] * 2, [err[-2000:] for _, err in outputs]
     shared = _only_cache_dir(tmp_path / "shared")
     _assert_same_cache(reference, shared)
     # every id is readable from exactly one shard (copies written by both runs are identical and ignored)
@@ -416,10 +419,12 @@ def test_disk_full_while_writing_a_shard(model, small_fixture_yaml, data_dir, re
     assert "\n" not in message
     cache = open_cache(tmp_path / "full", model, dataset, settings)
     assert not [p.name for p in cache.directory.rglob("*.tmp")]  # nothing half-written left behind
-    assert len(cache.done_ids()) == 10  # the two shards written before the disk filled
+    # the two shards written before the disk filled, and the failed one: the run writes its buffer on
+    # the way out, and here the space is back by then (only the third write fails)
+    assert len(cache.done_ids()) == 15
     monkeypatch.setattr(cache_module.np, "savez", real)
     resumed = extract_dataset(model, dataset, tmp_path / "full", settings, show_progress=False)
-    assert resumed.already_cached == 10
+    assert resumed.already_cached == 15
     _assert_same_cache(reference, cache)
 
 
@@ -502,3 +507,159 @@ def test_stale_temporaries_of_dead_processes_are_swept_live_ones_kept(model, sma
 
 if __name__ == "__main__":
     _driver(json.loads(sys.argv[1]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and signals: what finished is on disk, whatever stops the run
+# --------------------------------------------------------------------------------------------------
+class _SignalAt:
+    """A model that sends this process ``signum`` during its ``at``-th forward pass (one call per file)."""
+
+    def __init__(self, inner, signum: int, at: int) -> None:
+        self.inner, self.signum, self.at, self.calls = inner, signum, at, 0
+        self.info = inner.info
+
+    def embed_windows(self, windows, batch_size=8):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)  # the handler runs in this (main) thread right here
+        return self.inner.embed_windows(windows, batch_size)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_write_what_finished_then_stop(signum, model, small_fixture_yaml, data_dir, tmp_path):
+    from marble_eval.features.extract import ExtractionInterrupted
+
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
+    settings = ExtractSettings(batch_size=1, num_workers=0, checkpoint_seconds=3600.0)  # no timer write: only the signal's
+    previous = signal.getsignal(signum)
+    with pytest.raises(ExtractionInterrupted, match=signal.Signals(signum).name):
+        extract_dataset(_SignalAt(model, signum, 8), dataset, tmp_path, settings, show_progress=False)
+    assert signal.getsignal(signum) is previous  # handlers restored
+    cache = open_cache(tmp_path, model, dataset, settings)
+    assert len(cache.done_ids()) == 7  # the 7 files embedded before the signal
+    rerun = extract_dataset(model, dataset, tmp_path, settings, show_progress=False)
+    assert rerun.already_cached == 7 and rerun.extracted == 16 and len(rerun.failures) == 1
+
+
+def test_the_checkpoint_timer_writes_while_the_main_loop_waits(model, small_fixture_yaml, data_dir, tmp_path):
+    """A forward pass that blocks until the finished items are on disk: only the timer can write them."""
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
+    settings = ExtractSettings(batch_size=1, num_workers=0, checkpoint_seconds=0.05, shard_items=1000)
+    root = tmp_path / "cache"
+    seen: list[int] = []
+
+    class WaitsForTheTimer:
+        info = model.info
+
+        def embed_windows(self, windows, batch_size=8):
+            if len(seen) == 5:
+                cache = open_cache(root, model, dataset, settings)
+                deadline = time.monotonic() + 60
+                while len(cache.reindex()) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.01)  # polling against a deadline
+                seen.append(len(cache.reindex()))
+            else:
+                seen.append(-1)
+            return model.embed_windows(windows, batch_size)
+
+    extract_dataset(WaitsForTheTimer(), dataset, root, settings, show_progress=False)
+    assert seen[5] == 5  # the five finished items reached disk while the sixth forward pass waited
+
+
+def test_cli_sigterm_while_a_decode_is_stalled_writes_the_finished_items(tiny_mert_dirs, small_fixture_yaml,
+                                                                        tmp_path):
+    from tests.test_determinism import _shard_ids, _unblock_fifo_reader, stall_on_fifo
+
+    data = tmp_path / "audio"
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data)
+    ids = [item.id for item in dataset.items]
+    real = stall_on_fifo(data, dataset.items[12].path)
+    fifo = data / dataset.items[12].path
+    argv = ["extract", "--model", str(tiny_mert_dirs["safetensors"]), "--dataset", str(small_fixture_yaml),
+            "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "1", "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "marble_eval", *argv, "--num-workers", "1",
+                                "--checkpoint-seconds", "0.2"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 300
+        while not set(ids[:12]) <= _shard_ids(tmp_path / "cache") and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+        _unblock_fifo_reader(fifo)
+    assert process.returncode == 130 and "rerun the same command to resume" in err.decode()
+    fifo.unlink()
+    real.rename(fifo)
+    from marble_eval.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    assert "12 already cached" in out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# The cache knows its audio
+# --------------------------------------------------------------------------------------------------
+def _copy_audio(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)  # copy2: same bytes and mtimes
+    return target
+
+
+def test_changed_audio_is_extracted_again_alone_and_unchanged_audio_is_not_hashed(model, small_fixture_yaml,
+                                                                                  data_dir, tmp_path):
+    audio = _copy_audio(data_dir, tmp_path / "audio")
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=audio)
+    settings = ExtractSettings(batch_size=1, num_workers=0)
+    first = extract_dataset(model, dataset, tmp_path / "cache", settings, show_progress=False)
+    assert first.extracted == 23
+    again = extract_dataset(model, dataset, tmp_path / "cache", settings, show_progress=False)
+    assert again.already_cached == 23 and again.hashed_files == 0 and again.extracted == 0
+    assert any("23 already cached" in line for line in again.lines())
+
+    cache = open_cache(tmp_path / "cache", model, dataset, settings)
+    wavs = [item for item in dataset.items if item.path.endswith(".wav")]
+    victim, other = wavs[0], wavs[1]  # 16-bit WAVs of one length: the same size
+    before = cache.load([victim.id])[0][0].copy()
+    digest = cache.audio_digest([item.id for item in dataset.items if item.id in cache.done_ids()])
+    shutil.copyfile(audio / other.path, audio / victim.path)  # other audio, same size: the hash decides
+    touched = dataset.items[1]
+    os.utime(audio / touched.path, ns=(1, 1))  # same bytes, new mtime: hashed, found unchanged, reused
+    rerun = extract_dataset(model, dataset, tmp_path / "cache", settings, show_progress=False)
+    assert rerun.extracted == 1 and rerun.changed_audio == 1 and rerun.hashed_files == 2
+    assert rerun.already_cached == 22
+    cache = open_cache(tmp_path / "cache", model, dataset, settings)
+    after = cache.load([victim.id])[0][0]
+    assert not np.array_equal(before, after)  # the features are those of the new audio
+    np.testing.assert_array_equal(after, cache.load([other.id])[0][0])
+    done = [item.id for item in dataset.items if item.id in cache.done_ids()]
+    assert cache.audio_digest(done) != digest
+
+
+def test_another_data_dir_with_other_audio_never_reuses_features(model, small_fixture_yaml, data_dir, tmp_path):
+    settings = ExtractSettings(batch_size=1, num_workers=0)
+    dataset = load_dataset(str(small_fixture_yaml), data_dir=data_dir)
+    extract_dataset(model, dataset, tmp_path / "cache", settings, show_progress=False)
+    other = tmp_path / "other-audio"
+    _copy_audio(data_dir, other)
+    for item in dataset.items:  # other audio under the same names: each clip played backwards
+        path = other / item.path
+        with contextlib.suppress(RuntimeError):  # the corrupt file stays as it is
+            wave, rate = sf.read(path, dtype="float32")
+            sf.write(path, wave[::-1].copy(), rate, subtype=sf.info(path).subtype)
+    moved = load_dataset(str(small_fixture_yaml), data_dir=other)
+    summary = extract_dataset(model, moved, tmp_path / "cache", settings, show_progress=False)
+    assert summary.already_cached == 0 and summary.extracted == 23 and summary.data_dir == other
+    same = _copy_audio(data_dir, tmp_path / "same-audio-elsewhere")
+    copied = load_dataset(str(small_fixture_yaml), data_dir=same)
+    reused = extract_dataset(model, copied, tmp_path / "cache", settings, show_progress=False)
+    assert reused.extracted == 23  # the cache holds the other audio's features now: re-extracted again
+    again = extract_dataset(model, copied, tmp_path / "cache", settings, show_progress=False)
+    assert again.already_cached == 23 and again.hashed_files == 0

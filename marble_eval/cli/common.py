@@ -37,9 +37,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
-                        help=f"{what} (default: the protocol's, fp32: the reference; bf16/fp16 are opt-in, "
-                             "their drift is in docs/scale.md)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
+                        help=f"{what} (default: the protocol's, fp32: the reference, on every device; bf16/fp16 are "
+                             "opt-in, their drift is in docs/scale.md; auto is an alias of the default)")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -119,10 +119,8 @@ def load_model_from_args(args: argparse.Namespace):
     return model.to(model.device, getattr(args, "precision", None) or "fp32")
 
 
-def resolve_precision(args: argparse.Namespace, info) -> None:
-    """Replace ``--precision auto`` in ``args`` by the concrete precision for this model and --device,
-    so that the cache key (and a later `probe`) names what actually ran."""
-    from marble_eval.features.extract import auto_precision
-
+def resolve_precision(args: argparse.Namespace, info=None) -> None:
+    """Replace ``--precision auto`` in ``args`` by fp32 (its alias, issue #16), so that the cache key
+    (and a later `probe`) names what actually ran."""
     if getattr(args, "precision", None) == "auto":
-        args.precision = auto_precision(info, getattr(args, "device", "cpu"))
+        args.precision = "fp32"

@@ -1,32 +1,48 @@
-"""`marble-eval embed`: audio files -> [n_files, hidden_states, dim] float32 .npy."""
+"""`marble-eval embed`: audio files -> .npz with per-layer means over all frames of each file."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from marble_eval.cli.common import add_device_args, add_model_args, load_model_from_args
+from marble_eval.cli.common import add_device_args, add_model_args, load_model_from_args, resolve_precision
+from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("embed", help="embed audio files: per-layer means over all frames -> .npy")
+    parser = subparsers.add_parser("embed", help="embed audio files: per-layer means over all frames -> .npz")
     add_model_args(parser)
     add_device_args(parser)
-    parser.add_argument("--window-seconds", type=float, default=0.0, help="window length, 0 = whole file (default)")
+    parser.add_argument("--window-seconds", type=float, default=30.0,
+                        help="window length (default: 30; memory stays that of one window per batch row "
+                             "whatever the file length; 0 = whole file at once)")
     parser.add_argument("--max-seconds", type=float, default=None, help="truncate each file to this length")
-    parser.add_argument("--output", type=Path, required=True, help="output .npy path")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="the .npz file to write (exactly this path): features [files, hidden states, dim], "
+                             "paths, ids")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("audio", nargs="+", type=Path, help="audio files (wav, flac, ogg, mp3)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    """0: every file embedded; 4: some skipped (listed on stderr); 3: none could be embedded."""
+    from marble_eval.features.extract import ExtractSettings, embed_paths, validate_settings
 
-    from marble_eval.features.extract import embed_files
-
+    resolve_precision(args)
+    validate_settings(ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
+                                      precision=args.precision, batch_size=args.batch_size), args.device)
     model = load_model_from_args(args)
-    states = embed_files(model, args.audio, args.window_seconds, args.max_seconds, args.batch_size)
+    result = embed_paths(model, args.audio, args.window_seconds, args.max_seconds, args.batch_size,
+                         show_progress=not args.no_progress)
+    for path, reason in result.failures.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not result.paths:
+        print("marble-eval: error: no file could be embedded; nothing written", file=sys.stderr)
+        return EXIT_NOTHING_EXTRACTED
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.output, states)
-    print(f"wrote {args.output}: float32 {list(states.shape)} (files x hidden states x dim)")
-    return 0
+    result.save(args.output)
+    print(f"wrote {args.output}: features float32 {list(result.features.shape)} (files x hidden states x dim), "
+          f"{len(result.paths)} embedded, {len(result.failures)} skipped")
+    return EXIT_SOME_SKIPPED if result.failures else EXIT_OK

@@ -8,7 +8,7 @@ from pathlib import Path
 from marble_eval.cli import leaderboard
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
                                     add_window_args, dataset_options, model_options)
-from marble_eval.cli.extract import add_scale_args, settings_from_args
+from marble_eval.cli.extract import add_scale_args, extract_options
 from marble_eval.cli.probe import add_probe_args, probe_options
 from marble_eval.errors import EXIT_OK, EXIT_SUITE_INCOMPLETE
 
@@ -30,10 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from marble_eval.pipeline import dataset_names, evaluate, evaluate_suite, suite_lines
 
-    settings = settings_from_args(args)
-    options = {**model_options(args), **probe_options(args), "log": print,
-               "extract_options": {"batch_size": settings.batch_size, "batch_seconds": settings.batch_seconds,
-                                   "num_workers": settings.num_workers}}
+    options = {**model_options(args), **probe_options(args), "log": print, "extract_options": extract_options(args)}
     models = list(dict.fromkeys(args.model))
     datasets = dataset_names(args.dataset)
     if len(models) == 1 and len(datasets) == 1 and not args.data_config:

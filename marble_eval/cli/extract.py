@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import Any
 
 from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
-                                    add_window_args, features_root, load_dataset_from_args, load_model_from_args,
-                                    resolve_precision)
-from marble_eval.errors import MarbleEvalError
-
-if TYPE_CHECKING:  # the extraction stack (torch, Lightning) is imported only when a command runs
-    from marble_eval.features.extract import ExtractSettings, ExtractSummary
+                                    add_window_args, dataset_options, model_options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_args(parser)
     add_window_args(parser)
     add_scale_args(parser)
+    parser.add_argument("--protocol", default=None,
+                        help="protocol preset whose extraction settings apply (default: culturemert)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
@@ -38,53 +35,25 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="ddp",
                         help="Lightning strategy when distributed: ddp (re-runs this command per rank), ddp_spawn, "
                              "ddp_fork (default: ddp)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="write finished items to the cache at least this often (default: 30; a kill -9 "
+                             "loses at most the batch in flight and this much work)")
 
 
-def settings_from_args(args: argparse.Namespace) -> ExtractSettings:
-    from marble_eval.features.extract import ExtractSettings
-
-    return ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
-                           precision=args.precision or "fp32", storage=args.storage, batch_size=args.batch_size,
-                           batch_seconds=getattr(args, "batch_seconds", None),
-                           num_workers=getattr(args, "num_workers", None))
-
-
-def is_distributed(args: argparse.Namespace) -> bool:
-    """True when --devices or --num-nodes ask for more than one process."""
-    devices, nodes = getattr(args, "devices", None), getattr(args, "num_nodes", 1) or 1
-    if devices is not None and devices < 1:
-        raise MarbleEvalError(f"--devices {devices}: must be 1 or more")
-    if nodes < 1:
-        raise MarbleEvalError(f"--num-nodes {nodes}: must be 1 or more")
-    return (devices or 1) > 1 or nodes > 1
-
-
-def run_extraction(args: argparse.Namespace, model=None, dataset=None) -> ExtractSummary:
-    """Extract with the arguments of `extract` (shared with `eval`); prints the summary on global rank 0."""
-    dataset = dataset or load_dataset_from_args(args)
-    show_progress = not getattr(args, "no_progress", False)
-    if is_distributed(args):
-        from marble_eval.features.distributed import accelerator_for, extract_distributed
-
-        accelerator = accelerator_for(args.device)
-        # every rank loads on the host; Lightning then moves the weights to that rank's own device
-        model = model or load_model_from_args(argparse.Namespace(**{**vars(args), "device": "cpu"}))
-        resolve_precision(args, model.info)  # for the ranks' --device, not the host's
-        summary = extract_distributed(model, dataset, features_root(args), settings_from_args(args),
-                                      devices=args.devices or 1, num_nodes=args.num_nodes, strategy=args.strategy,
-                                      accelerator=accelerator, show_progress=show_progress)
-    else:
-        from marble_eval.features.extract import extract_dataset
-
-        model = model or load_model_from_args(args)
-        summary = extract_dataset(model, dataset, features_root(args), settings_from_args(args),
-                                  show_progress=show_progress)
-    if summary.global_rank == 0:
-        for line in summary.lines():
-            print(line)
-    return summary
+def extract_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The speed-only and distributed-run keyword arguments of marble_eval.extract."""
+    return {"batch_size": args.batch_size, "batch_seconds": args.batch_seconds, "num_workers": args.num_workers,
+            "checkpoint_seconds": args.checkpoint_seconds, "devices": args.devices, "num_nodes": args.num_nodes,
+            "strategy": args.strategy}
 
 
 def run(args: argparse.Namespace) -> int:
-    run_extraction(args)
-    return 0
+    """0: every item has features; 4: some were skipped (failures.json); 3: none could be extracted."""
+    from marble_eval.pipeline import extract
+
+    summary = extract(args.model, args.dataset, protocol=args.protocol, cache_dir=args.cache_dir,
+                      precision=None if args.precision == "auto" else args.precision,
+                      window_seconds=args.window_seconds, max_seconds=args.max_seconds,
+                      storage=args.storage, show_progress=not args.no_progress, log=print, **model_options(args),
+                      **dataset_options(args), **extract_options(args))
+    return summary.exit_code()

@@ -82,7 +82,8 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             "weighted_init": args.weighted_init, "selection": args.selection,
             "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
             "threads": args.threads, "results_dir": args.results_dir, "overwrite": args.overwrite,
-            "name": args.name, "cache_dir": args.cache_dir, "precision": args.precision,
+            "name": args.name, "cache_dir": args.cache_dir,
+            "precision": None if args.precision == "auto" else args.precision,
             "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,
             "show_progress": not args.no_progress}
 

@@ -33,6 +33,16 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+class ForwardSoundFile(sf.SoundFile):
+    """A SoundFile read strictly forward: ``seekable()`` is False, so python-soundfile does not seek
+    to the current position after every read. libsndfile's MP3 decoder loses its bit reservoir on
+    any seek (about 2 corrupt frames per block); read forward, blocks join into exactly the samples
+    of one whole-file read."""
+
+    def seekable(self) -> bool:
+        return False
+
+
 def audio_info(path: Path) -> AudioInfo:
     """Read the header of ``path`` or raise AudioError with the reason."""
     path = Path(path)
@@ -81,13 +91,10 @@ def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
     path = Path(path)
     _check_file(path)
     try:
-        handle = sf.SoundFile(str(path))
+        handle = ForwardSoundFile(str(path))
     except Exception as exc:
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
     with handle:
-        # python-soundfile seeks to the current position after every read, and libsndfile's MP3 decoder
-        # loses its bit reservoir on any seek (~2 corrupt frames per block): read as a forward-only stream.
-        handle._info.seekable = 0
         native_rate, declared = int(handle.samplerate), int(handle.frames)
         limit = -1 if max_seconds is None else int(round(max_seconds * native_rate))
         remaining = None if max_seconds is None else int(round(max_seconds * native_rate))
@@ -174,12 +181,13 @@ def normalize(wave: np.ndarray, eps: float = 1e-7) -> np.ndarray:
 
 
 def _check_file(path: Path) -> None:
-    # libsndfile reports a 0-byte file as "does not exist": give the real reason.
+    # libsndfile reports a 0-byte file as "does not exist": give the real reason. Only a regular file
+    # is refused for its size: a FIFO (or other stream) has none and is opened like any file.
     if not path.exists():
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
 

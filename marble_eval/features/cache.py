@@ -1,40 +1,80 @@
-"""On-disk feature cache: per item [n_windows, n_hidden_states, dim] time-means.
+"""On-disk feature cache: per item [n_windows, n_hidden_states, dim] time-means, and the audio they came from.
 
 Layout (one folder per dataset x cache key):
 
     <cache-dir>/<dataset>/<model-slug>-<key digest[:16]>/
         key.json         everything the features depend on (refused if it differs)
-        shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items]
-        index.json       item id -> shard (derived from the shards, rebuilt when they change)
+        shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items],
+                         and per item its audio file's size, mtime_ns and sha256
+        index.json       item id -> shard and audio stamp (derived from the shards, rebuilt when they change)
         failures.json    items skipped on the last run, with the reason
         parts/*.json     per-process failures and counts of a distributed run, until merged
 
 Shards are written to a temporary name and renamed, so a killed run never leaves a half
-file; a rerun skips the items found in shards. Temporary names carry the host and process id,
-so a later run on the same host removes the leftovers of dead processes (never a live one's). Two runs writing the same cache only ever
-add whole shards; when an id appears in two shards, the first shard by name wins.
+file; a rerun skips the items found in shards whose audio is unchanged (same size and mtime, or
+else the same sha256). Temporary names carry the host and process id, so a later run on the same
+host removes the leftovers of dead processes (never a live one's). Two runs writing the same cache
+only ever add whole shards; shard names start with their write time and when an id appears in
+several shards the newest wins (a re-extracted item replaces the features of its old audio).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import stat
+import time
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.files import (atomic_write_json, remove_stale_temporaries, slug, temporary_path,
-                               write_error)
+from marble_eval.files import (atomic_write_json, remove_stale_temporaries, sha256_file, sha256_json, slug,
+                               temporary_path, write_error)
 
-CACHE_FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from marble_eval.datasets.base import Dataset
+
+CACHE_FORMAT_VERSION = 2  # 2: per-item audio stamps, dataset identity in the key, newest shard wins
 STORAGE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
+
+
+@dataclass(frozen=True)
+class AudioStamp:
+    """What identifies an item's audio file: size and mtime (cheap to check) and the content sha256."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @property
+    def known(self) -> bool:
+        return bool(self.sha256)
+
+
+UNKNOWN_AUDIO = AudioStamp(-1, 0, "")  # no stamp (a stream such as a FIFO): such features are never reused
+
+
+def audio_stamp(path: Path) -> AudioStamp:
+    """Size, mtime and sha256 of a regular file; UNKNOWN_AUDIO for anything else (a FIFO is read once only)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        return UNKNOWN_AUDIO
+    return AudioStamp(int(info.st_size), int(info.st_mtime_ns), sha256_file(Path(path)))
+
+
+@dataclass
+class AudioCheck:
+    """Which cached items still match their audio file (``FeatureCache.check_audio``)."""
+
+    current: set[str] = field(default_factory=set)   # cached and unchanged: reused
+    changed: set[str] = field(default_factory=set)   # cached from other audio: extracted again
+    hashed: int = 0                                  # files whose content had to be hashed
 
 
 @dataclass(frozen=True)
@@ -42,6 +82,7 @@ class CacheKey:
     """Everything extracted features depend on; its digest names the cache folder."""
 
     dataset: str
+    dataset_identity: str
     model_id: str
     model_fingerprint: str
     family: str
@@ -54,14 +95,16 @@ class CacheKey:
     storage: str = "fp16"
     model_settings: dict[str, Any] = field(default_factory=dict)
     format_version: int = CACHE_FORMAT_VERSION
+    n_parameters: int = 0   # recorded so that the probe stage can describe the model without loading it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def digest(self) -> str:
-        """sha256 of the canonical JSON of every field except the human-readable model id."""
-        fields = {k: v for k, v in self.to_dict().items() if k != "model_id"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        """sha256 of the canonical JSON of every field except the human-readable model id and parameter count
+        (both follow from the fingerprint)."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("model_id", "n_parameters")}
+        return sha256_json(fields)
 
 
 class FeatureCache:
@@ -71,7 +114,7 @@ class FeatureCache:
         self.key = key
         self.directory = Path(root) / slug(key.dataset) / f"{slug(key.model_id.split('/')[-1])}-{key.digest()[:16]}"
         self.shard_dir = self.directory / "shards"
-        self._index: tuple[list[str], dict[str, str]] | None = None  # (shards seen, id -> shard)
+        self._index: tuple[list[str], dict[str, str], dict[str, AudioStamp]] | None = None  # shards seen, maps
 
     # -- opening ---------------------------------------------------------------------------
     def create(self) -> "FeatureCache":
@@ -110,34 +153,57 @@ class FeatureCache:
         return sorted(self.shard_dir.glob("shard-*.npz")) if self.shard_dir.exists() else []
 
     def index(self) -> dict[str, str]:
-        """item id -> shard file name, from index.json refreshed against the shards on disk."""
+        """item id -> shard file name (the newest shard holding it), from index.json refreshed against the shards."""
+        return self._entries()[0]
+
+    def stamps(self) -> dict[str, AudioStamp]:
+        """item id -> the stamp of the audio its cached features came from."""
+        return self._entries()[1]
+
+    def _entries(self) -> tuple[dict[str, str], dict[str, AudioStamp]]:
         on_disk = [path.name for path in self.shard_files()]
         if self._index is not None and self._index[0] == on_disk:
-            return self._index[1]
+            return self._index[1], self._index[2]
         index_file = self.directory / "index.json"
-        stored: dict[str, list[str]] = {}
+        stored: dict[str, Any] = {}
         if index_file.exists():
             try:
-                stored = json.loads(index_file.read_text()).get("shards", {})
+                stored = json.loads(index_file.read_text())
             except (OSError, json.JSONDecodeError):
                 stored = {}
-        shards = {name: stored[name] if name in stored else self._read_ids(name) for name in on_disk}
-        if shards != stored and self.directory.exists():
+        stored_ids, stored_audio = stored.get("shards", {}), stored.get("audio", {})
+        shards, audio = {}, {}
+        for name in on_disk:
+            if name in stored_ids and name in stored_audio and len(stored_ids[name]) == len(stored_audio[name]):
+                shards[name], audio[name] = stored_ids[name], stored_audio[name]
+            else:
+                shards[name], audio[name] = self._read_entries(name)
+        if (shards != stored_ids or audio != stored_audio) and self.directory.exists():
             with contextlib.suppress(MarbleEvalError):  # derived from the shards: rebuilt next time if it fails
-                atomic_write_json(index_file, {"format_version": CACHE_FORMAT_VERSION, "shards": shards})
+                atomic_write_json(index_file, {"format_version": CACHE_FORMAT_VERSION, "shards": shards,
+                                               "audio": audio})
         mapping: dict[str, str] = {}
-        for name in on_disk:  # sorted: the first shard holding an id wins
-            for item_id in shards[name]:
-                mapping.setdefault(item_id, name)
-        self._index = (on_disk, mapping)
-        return mapping
+        stamps: dict[str, AudioStamp] = {}
+        for name in on_disk:  # sorted by write time: the newest shard holding an id wins
+            for item_id, (size, mtime_ns, sha256) in zip(shards[name], audio[name]):
+                mapping[item_id] = name
+                stamps[item_id] = AudioStamp(int(size), int(mtime_ns), str(sha256))
+        self._index = (on_disk, mapping, stamps)
+        return mapping, stamps
 
-    def _read_ids(self, shard_name: str) -> list[str]:
+    def _read_entries(self, shard_name: str) -> tuple[list[str], list[list[Any]]]:
         with self._open_shard(shard_name) as shard:
             try:
-                return [str(item_id) for item_id in shard["ids"]]
+                ids = [str(item_id) for item_id in shard["ids"]]
+                if "audio_sha256" not in shard.files:
+                    return ids, [[-1, 0, ""] for _ in ids]
+                audio = [[int(size), int(mtime), str(sha)] for size, mtime, sha in
+                         zip(shard["audio_size"], shard["audio_mtime_ns"], shard["audio_sha256"])]
             except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
                 raise self._corrupt(shard_name, exc) from None
+        if len(audio) != len(ids):
+            raise self._corrupt(shard_name, ValueError("audio stamps do not match the ids"))
+        return ids, audio
 
     @contextlib.contextmanager
     def _open_shard(self, shard_name: str) -> Any:
@@ -155,15 +221,54 @@ class FeatureCache:
                                f"it and rerun `marble-eval extract` (the other shards are kept)")
 
     def done_ids(self) -> set[str]:
+        """Ids with features in the cache (whatever audio they came from; see ``check_audio``)."""
         return set(self.index())
+
+    def check_audio(self, paths: dict[str, Path | None]) -> AudioCheck:
+        """Which cached items of ``paths`` (id -> audio file) still match that file.
+
+        Size and mtime equal to the recorded ones: unchanged, nothing is read. Otherwise the file is
+        hashed and compared with the recorded sha256 (a copy with a new mtime is still the same
+        audio). Items without a recorded stamp, or whose file is gone, count as changed.
+        """
+        check = AudioCheck()
+        stamps = self.stamps()
+        for item_id, path in paths.items():
+            stamp = stamps.get(item_id)
+            if stamp is None:
+                continue
+            try:
+                info = os.stat(path) if path is not None and stamp.known else None
+            except OSError:
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
+                check.changed.add(item_id)
+            elif (int(info.st_size), int(info.st_mtime_ns)) == (stamp.size, stamp.mtime_ns):
+                check.current.add(item_id)
+            elif int(info.st_size) != stamp.size:
+                check.changed.add(item_id)  # other bytes for sure: no need to read them
+            else:
+                check.hashed += 1
+                same = sha256_file(Path(path)) == stamp.sha256
+                (check.current if same else check.changed).add(item_id)
+        return check
+
+    def audio_digest(self, ids: Iterable[str]) -> str:
+        """sha256 over (id, audio sha256) of ``ids`` in the given order: identifies the audio a result used."""
+        stamps = self.stamps()
+        missing = [item_id for item_id in ids if item_id not in stamps]
+        if missing:
+            raise MarbleEvalError(f"{self.directory}: {len(missing)} item(s) not extracted (e.g. {missing[:3]}); "
+                                  f"run `marble-eval extract` for this model and dataset first")
+        return sha256_json([[item_id, stamps[item_id].sha256] for item_id in ids])
 
     def missing(self, ids: Iterable[str]) -> list[str]:
         index = self.index()
         return [item_id for item_id in ids if item_id not in index]
 
     # -- writing ---------------------------------------------------------------------------
-    def write_shard(self, items: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path | None:
-        """Atomically add a shard of items: id -> (features [W, L, D] float32, frames [W])."""
+    def write_shard(self, items: dict[str, tuple]) -> Path | None:
+        """Atomically add a shard: id -> (features [W, L, D] float32, frames [W][, AudioStamp of its file])."""
         if not items:
             return None
         dtype = STORAGE_DTYPES[self.key.storage]
@@ -174,11 +279,15 @@ class FeatureCache:
             raise MarbleEvalError(f"features of {bad[:3]} overflow {self.key.storage}; extract with --storage fp32")
         frames = np.concatenate([items[i][1] for i in ids]).astype(np.int64)
         offsets = np.cumsum([0] + [len(items[i][0]) for i in ids]).astype(np.int64)
-        path = self.shard_dir / f"shard-{uuid.uuid4().hex}.npz"
+        stamps = [items[i][2] if len(items[i]) > 2 else UNKNOWN_AUDIO for i in ids]
+        path = self.shard_dir / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex}.npz"
         temporary = temporary_path(path)
         try:
             with open(temporary, "wb") as handle:
-                np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids))
+                np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids),
+                         audio_size=np.array([s.size for s in stamps], dtype=np.int64),
+                         audio_mtime_ns=np.array([s.mtime_ns for s in stamps], dtype=np.int64),
+                         audio_sha256=np.array([s.sha256 for s in stamps], dtype="<U64"))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
@@ -204,7 +313,7 @@ class FeatureCache:
 
     # -- several writers -------------------------------------------------------------------
     def reindex(self) -> dict[str, str]:
-        """Rebuild index.json from the shards now on disk (after other processes added shards)."""
+        """Rebuild the index from the shards now on disk (after other processes added shards)."""
         self._index = None
         return self.index()
 
@@ -266,3 +375,47 @@ class FeatureCache:
                     features[position] = all_features[start:end]
                     frames[position] = all_frames[start:end]
         return features, frames
+
+
+def dataset_label(dataset: "Dataset") -> str:
+    """The cache key's dataset field: name and version (the first folder level of the cache)."""
+    return f"{dataset.name}-v{dataset.version}"
+
+
+def locate_cache(root: Path, dataset: "Dataset", model_fingerprint: str, settings: Any,
+                 model_settings: dict[str, Any] | None = None) -> FeatureCache:
+    """The existing cache folder for (dataset, model fingerprint, settings), found without loading the model.
+
+    ``settings`` is an ExtractSettings: ``window_seconds=None`` (the dataset's or a fixed-window
+    model's own) leaves the window open, and ``model_settings`` fixes only the fields it names; max_seconds (None: the
+    dataset's), precision and storage must match. No match, or several, is a one-line error.
+    """
+    folder = Path(root) / slug(dataset_label(dataset))
+    wanted = {"dataset": dataset_label(dataset), "dataset_identity": dataset.identity(),
+              "model_fingerprint": model_fingerprint,
+              "max_seconds": dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
+              "precision": "fp32" if settings.precision == "auto" else settings.precision,
+              "storage": settings.storage, "format_version": CACHE_FORMAT_VERSION}
+    if settings.window_seconds is not None:
+        wanted["window_seconds"] = float(settings.window_seconds)
+    matches = []
+    for key_file in sorted(folder.glob("*/key.json")) if folder.is_dir() else []:
+        try:
+            stored = json.loads(key_file.read_text())
+            key = CacheKey(**stored)
+        except (OSError, json.JSONDecodeError, TypeError):
+            continue  # another version's or a damaged folder: never a match
+        settings_match = all((stored.get("model_settings") or {}).get(name) == value
+                             for name, value in (model_settings or {}).items())
+        if settings_match and all(stored.get(name) == value for name, value in wanted.items()):
+            matches.append(FeatureCache(root, key))
+    if not matches:
+        raise MarbleEvalError(f"{folder}: no feature cache for this model and these settings "
+                              f"(window {settings.window_seconds}, precision {wanted['precision']}, storage "
+                              f"{settings.storage}); run `marble-eval extract` with the same options first")
+    if len(matches) > 1:
+        names = ", ".join(f"{cache.directory.name} (window {cache.key.window_seconds}, model settings "
+                          f"{cache.key.model_settings})" for cache in matches)
+        raise MarbleEvalError(f"{folder}: {len(matches)} caches match ({names}); pass --window-seconds (or the "
+                              f"model option) to pick one")
+    return matches[0]

@@ -28,8 +28,8 @@ from lightning.pytorch.strategies import DDPStrategy, Strategy
 from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import MarbleEvalError
-from marble_eval.features.extract import (ExtractSettings, ExtractSummary, cache_key, computing_in, embed_batch, num_workers,
-                                 open_cache, window_stream)
+from marble_eval.features.extract import (ExtractSettings, ExtractSummary, cache_key, computing_in, embed_batch,
+                                          num_workers, open_cache, todo_items, validate_settings, window_stream)
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
 from marble_eval.features.windows import WindowBatch, window_loader
 from marble_eval.models.base import AudioEncoder, ModelInfo
@@ -62,24 +62,21 @@ class ExtractionModule(pl.LightningModule):
 
     def __init__(self, encoder: AudioEncoder, dataset: Dataset, todo: list[Item], settings: ExtractSettings) -> None:
         super().__init__()
+        # A plain attribute, not a submodule: on_predict_start moves the encoder to this rank's device
+        # itself, and pickling (spawned ranks) replaces it by a stand-in that reloads the weights.
         self.encoder = encoder
-        self.net = encoder.module  # registered, so Lightning moves the weights to each rank's device
         self.dataset = dataset
         self.todo_ids = [item.id for item in todo]
         self.settings = settings
         self.share: list[Item] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_modules"] = {name: module for name, module in state["_modules"].items() if name != "net"}
-        state["encoder"] = _ReloadedEncoder(self.encoder.info)
-        return state
+        return {**super().__getstate__(), "encoder": _ReloadedEncoder(self.encoder.info)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if isinstance(self.encoder, _ReloadedEncoder):
             self.encoder = self.encoder.load()
-            self.net = self.encoder.module
 
     def setup(self, stage: str) -> None:
         _ignore_lightning_advice()  # spawned ranks do not inherit the launcher's filters
@@ -112,16 +109,19 @@ class ExtractionModule(pl.LightningModule):
 class ShardWriter(BasePredictionWriter):
     """Writes each rank's completed items as cache shards, then its failures and counts as a part file."""
 
-    def __init__(self, cache: FeatureCache, shard_items: int, show_progress: bool) -> None:
+    def __init__(self, cache: FeatureCache, shard_items: int, show_progress: bool,
+                 checkpoint_seconds: float | None = None) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.shard_items = shard_items
+        self.checkpoint_seconds = checkpoint_seconds
         self.show_progress = show_progress
         self.stats: dict[str, float] = {}
         self.failures: dict[str, dict[str, str]] = {}
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
-        self.assembler, self.shards = ItemAssembler(), ShardBuffer(self.cache, self.shard_items)
+        self.assembler = ItemAssembler()
+        self.shards = ShardBuffer(self.cache, self.shard_items, self.checkpoint_seconds)
         self.stats = {"rank": trainer.global_rank, "items": len(pl_module.share), "extracted": 0, "audio_seconds": 0.0}
         self.failures = {}
         self.started = time.perf_counter()
@@ -135,7 +135,7 @@ class ShardWriter(BasePredictionWriter):
         states, frames = prediction
         completed, failed = self.assembler.add(batch, states, frames)
         for item in completed:
-            self.shards.add(pl_module.share[item.position].id, item.features, item.frames)
+            self.shards.add(pl_module.share[item.position].id, item.features, item.frames, item.stamp)
             self.stats["extracted"] += 1
             self.stats["audio_seconds"] += item.seconds
         for position, reason in failed:
@@ -147,7 +147,7 @@ class ShardWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
         self.bar.stop()
-        self.shards.flush()
+        self.shards.close()
         self.stats["wall_seconds"] = time.perf_counter() - self.started
         self.cache.write_part(f"rank-{trainer.global_rank}", self.failures, self.stats)
         trainer.strategy.barrier("marble-eval-extract-parts")
@@ -213,12 +213,12 @@ def extract_distributed(model: AudioEncoder, dataset: Dataset, root: Path, setti
     from a script or the CLI (not an interactive session); "ddp_spawn" works anywhere. Global
     rank 0 returns the whole run's summary; other ranks return their own share's.
     """
+    validate_settings(settings)
     cache = open_cache(root, model, dataset, settings).create()
     wanted = [item for item in dataset.items if item.split in splits]
-    done = cache.done_ids()
-    todo = [item for item in wanted if item.id not in done]
+    todo, check = todo_items(cache, dataset, wanted)
     started = time.perf_counter()
-    writer = ShardWriter(cache, settings.shard_items, show_progress)
+    writer = ShardWriter(cache, settings.shard_items, show_progress, settings.checkpoint_seconds)
     module = ExtractionModule(model, dataset, todo, settings)
     with _quiet_lightning():
         trainer = pl.Trainer(accelerator=accelerator or accelerator_for(model), devices=devices,
@@ -227,7 +227,8 @@ def extract_distributed(model: AudioEncoder, dataset: Dataset, root: Path, setti
                              enable_progress_bar=False, use_distributed_sampler=False, callbacks=[writer])
         trainer.predict(module, return_predictions=False)
     summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo),
-                             global_rank=trainer.global_rank, world_size=trainer.world_size)
+                             global_rank=trainer.global_rank, world_size=trainer.world_size,
+                             changed_audio=len(check.changed), hashed_files=check.hashed, data_dir=dataset.data_dir)
     if trainer.is_global_zero:
         failures, stats = cache.merge_parts()
         summary.failures = failures

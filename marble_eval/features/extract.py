@@ -1,14 +1,19 @@
 """Extraction stage: audio -> windows -> frozen model -> per-layer time means -> cache.
 
-Single process: DataLoader workers decode and window the audio (``extract_data``), the model
+Single process: DataLoader workers decode and window the audio (``windows``), the model
 embeds batches of equal-length windows taken across files, and completed items go to cache
-shards (``extract_collect``). Several processes or machines: ``extract_distributed``.
+shards (``assemble``), written at least every ``checkpoint_seconds``. Several processes or
+machines: ``distributed``. ``validate_settings`` checks settings and device before anything loads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
+import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,39 +23,24 @@ import numpy as np
 import torch
 
 from marble_eval.features.audio import split_windows, stream_windows
-from marble_eval.features.cache import CacheKey, FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
+from marble_eval.errors import (EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError)
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
+from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, FeatureCache, dataset_label
+from marble_eval.files import atomic_write_bytes
 from marble_eval.features.windows import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
-                                      default_num_workers, window_loader)
-from marble_eval.models.base import AudioEncoder, ModelInfo
+                                          default_num_workers, window_loader)
+from marble_eval.models.base import PRECISIONS, AudioEncoder  # fp32, the reference, is the default (issue #16)
 from marble_eval.progress import progress_bar
 
 
-# The command line's default precision ("auto"), chosen from the measured drift (docs/scale.md): on the
-# 768-wide MERT-95M layout bf16 moves pooled states by ~0.5% (relative L2) and probe metrics by ~0.1
-# point, for 2-3x the fp32 speed where bf16 is native. On narrow models (the 32-wide test models) it
-# moves states by ~37%, and where bf16 is emulated it is slower than fp32: both stay fp32.
-# ExtractSettings() itself stays the fp32 reference.
-BF16_MIN_DIM = 512
+STORAGES = tuple(STORAGE_DTYPES)
+DEFAULT_CHECKPOINT_SECONDS = 30.0
+DEFAULT_EMBED_WINDOW_SECONDS = 30.0  # `embed`: bounded memory whatever the file length
 
 
-def native_bf16(device: torch.device | str) -> bool:
-    """True when ``device`` multiplies bf16 in hardware (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        cpu = torch.cpu
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature probes
-        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-    return False
-
-
-def auto_precision(info: ModelInfo, device: torch.device | str) -> str:
-    """The default compute precision for ``info``'s model on ``device``: bf16 when the device has
-    native bf16 and the model is at least BF16_MIN_DIM wide (where the drift was measured), else fp32."""
-    return "bf16" if info.dim >= BF16_MIN_DIM and native_bf16(device) else "fp32"
+class ExtractionInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during extraction: what had finished is written; rerunning resumes."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +60,61 @@ class ExtractSettings:
     shard_items: int = 64
     batch_seconds: float | None = None   # audio per forward pass, at most (None: 40 s on CPU, 480 s on GPU)
     num_workers: int | None = None       # decode workers (None: 1 on CPU, up to 8 for a GPU; 0: main process)
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # finished items reach disk at least this often
+
+
+def _number(flag: str, value: float | None, rule: str, ok: bool) -> None:
+    if value is not None and not ok:
+        raise MarbleEvalError(f"{flag} {value}: must be {rule}")
+
+
+def validate_settings(settings: ExtractSettings, device: str | torch.device | None = None) -> None:
+    """Refuse impossible settings and devices with one line, before any model or audio is loaded."""
+    def finite(value: float | None) -> bool:
+        return value is not None and math.isfinite(value)
+
+    _number("--batch-size", settings.batch_size, "1 or more", settings.batch_size >= 1)
+    window = settings.window_seconds
+    _number("--window-seconds", window, "0 (the whole clip) or a finite number of seconds",
+            finite(window) and window >= 0)
+    _number("--max-seconds", settings.max_seconds, "a finite number of seconds above 0",
+            finite(settings.max_seconds) and settings.max_seconds > 0)
+    _number("--batch-seconds", settings.batch_seconds, "a finite number of seconds above 0",
+            finite(settings.batch_seconds) and settings.batch_seconds > 0)
+    _number("--checkpoint-seconds", settings.checkpoint_seconds, "a finite number of seconds above 0",
+            finite(settings.checkpoint_seconds) and settings.checkpoint_seconds > 0)
+    _number("--num-workers", settings.num_workers, "0 (decode in the main process) or more",
+            settings.num_workers is None or settings.num_workers >= 0)
+    _number("shard_items", settings.shard_items, "1 or more", settings.shard_items >= 1)
+    if settings.precision not in PRECISIONS:
+        raise MarbleEvalError(f"--precision {settings.precision}: use one of {', '.join(PRECISIONS)}")
+    if settings.storage not in STORAGES:
+        raise MarbleEvalError(f"--storage {settings.storage}: use one of {', '.join(STORAGES)}")
+    if device is not None:
+        validate_device(device)
+
+
+def validate_device(device: str | torch.device) -> torch.device:
+    """The torch device for ``device``, or one line saying why this machine cannot run on it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MarbleEvalError(f"--device {device}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MarbleEvalError(f"--device {device}: CUDA is not available on this machine (no GPU or a CPU-only torch); use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise MarbleEvalError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                  f"cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MarbleEvalError(f"--device {device}: MPS (Apple GPU) is not available on this machine; "
+                                  f"use --device cpu")
+    elif parsed.type != "cpu":
+        raise MarbleEvalError(f"--device {device}: unsupported device type {parsed.type!r}; use cpu, cuda, "
+                              f"cuda:N or mps")
+    return parsed
 
 
 @dataclass
@@ -85,6 +130,20 @@ class ExtractSummary:
     audio_seconds: float = 0.0
     global_rank: int = 0
     world_size: int = 1
+    changed_audio: int = 0      # cached items whose audio file changed since: extracted again
+    hashed_files: int = 0       # audio files hashed to tell (size or mtime differed)
+    data_dir: Path | None = None
+
+    @property
+    def usable(self) -> int:
+        """Items with features in the cache after this run."""
+        return self.extracted + self.already_cached
+
+    def exit_code(self) -> int:
+        """EXIT_NOTHING_EXTRACTED when no item has features, EXIT_SOME_SKIPPED when some were skipped, else 0."""
+        if self.usable == 0:
+            return EXIT_NOTHING_EXTRACTED
+        return EXIT_SOME_SKIPPED if self.failures else EXIT_OK
 
     @property
     def realtime(self) -> float:
@@ -96,6 +155,8 @@ class ExtractSummary:
         out = [f"cache: {self.cache_dir}",
                f"items: {self.total} total, {self.extracted} extracted now, {self.already_cached} already cached, "
                f"{len(self.failures)} skipped",
+               f"audio: {self.changed_audio} changed file(s) extracted again, {self.hashed_files} file(s) hashed "
+               f"to check the cache",
                f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
                f"({self.realtime:.1f}x realtime{processes})"]
         out += [f"skipped {item_id}: {failure['reason']}" for item_id, failure in sorted(self.failures.items())]
@@ -115,11 +176,13 @@ def cache_key(model: AudioEncoder, dataset: Dataset, settings: ExtractSettings) 
     """The cache key for extracting ``dataset`` with ``model`` under ``settings``."""
     info = model.info
     return CacheKey(
-        dataset=f"{dataset.name}-v{dataset.version}", model_id=info.model_id, model_fingerprint=info.fingerprint,
+        dataset=dataset_label(dataset), dataset_identity=dataset.identity(), model_id=info.model_id,
+        model_fingerprint=info.fingerprint,
         family=info.family, sample_rate=info.sample_rate, n_hidden_states=info.n_hidden_states, dim=info.dim,
         window_seconds=effective_window(model, dataset, settings),
         max_seconds=dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
         precision=settings.precision, storage=settings.storage, model_settings=dict(info.extra),
+        n_parameters=info.n_parameters,
     )
 
 
@@ -199,24 +262,62 @@ def embed_batch(model: AudioEncoder, batch: WindowBatch, batch_size: int) -> tup
     return model.embed_windows(batch.windows(), batch_size=max(batch_size, len(batch.keys)))
 
 
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ExtractionInterrupted in the main thread for the duration (so the
+    shard buffer is written on the way out); previous handlers are restored. Elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise ExtractionInterrupted(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def todo_items(cache: FeatureCache, dataset: Dataset, wanted: list[Item]) -> tuple[list[Item], AudioCheck]:
+    """The items of ``wanted`` to extract: not cached, or cached from audio that has changed since."""
+    paths: dict[str, Path | None] = {}
+    for item in wanted:
+        try:
+            paths[item.id] = dataset.audio_path(item)
+        except MarbleEvalError:
+            paths[item.id] = None
+    check = cache.check_audio(paths)
+    return [item for item in wanted if item.id not in check.current], check
+
+
 def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings: ExtractSettings,
                     splits: tuple[str, ...] = SPLITS, show_progress: bool = True) -> ExtractSummary:
-    """Extract every not-yet-cached item of ``splits``; bad audio is skipped and reported."""
+    """Extract every item of ``splits`` not cached from its current audio; bad audio is skipped and reported.
+
+    Finished items are written at least every ``settings.checkpoint_seconds`` and at once on
+    SIGINT/SIGTERM (then ExtractionInterrupted is raised): a rerun resumes.
+    """
+    validate_settings(settings)
     cache = open_cache(root, model, dataset, settings).create()
     wanted = [item for item in dataset.items if item.split in splits]
-    done = cache.done_ids()
-    todo = [item for item in wanted if item.id not in done]
-    summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo))
-    loader = window_loader(window_stream(model, dataset, todo, cache.key, settings), num_workers(model, settings))
-    assembler, shards = ItemAssembler(), ShardBuffer(cache, settings.shard_items)
+    todo, check = todo_items(cache, dataset, wanted)
+    summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo),
+                             changed_audio=len(check.changed), hashed_files=check.hashed, data_dir=dataset.data_dir)
     started = time.perf_counter()
-    with computing_in(model, settings.precision), progress_bar(show_progress, realtime=True) as bar:
+    with interrupted_by_signals(), computing_in(model, settings.precision), \
+            ShardBuffer(cache, settings.shard_items, settings.checkpoint_seconds) as shards, \
+            progress_bar(show_progress, realtime=True) as bar:
+        loader = window_loader(window_stream(model, dataset, todo, cache.key, settings), num_workers(model, settings))
+        assembler = ItemAssembler()
         task = bar.add_task(f"extract {dataset.name}", total=len(todo), realtime="")
         for batch in loader:
             states, frames = embed_batch(model, batch, settings.batch_size)
             completed, failed = assembler.add(batch, states, frames)
             for item in completed:
-                shards.add(todo[item.position].id, item.features, item.frames)
+                shards.add(todo[item.position].id, item.features, item.frames, item.stamp)
                 summary.audio_seconds += item.seconds
                 summary.extracted += 1
             for position, reason in failed:
@@ -224,15 +325,52 @@ def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings:
             elapsed = time.perf_counter() - started
             bar.update(task, advance=len(completed) + len(failed),
                        realtime=f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x realtime")
-        shards.flush()
     cache.write_failures(summary.failures)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
 
+@dataclass
+class Embeddings:
+    """What ``embed_paths`` made: one row per embedded file, and the files it skipped with the reason."""
+
+    features: np.ndarray                      # [n_embedded, L, D] float32
+    paths: list[str]                          # the embedded files, row by row
+    failures: dict[str, str] = field(default_factory=dict)  # skipped file -> reason
+
+    def save(self, output: Path) -> None:
+        """Write exactly ``output`` (atomically): an .npz with ``features``, ``paths`` and ``ids`` (file stems)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, features=self.features, paths=np.array(self.paths, dtype=str),
+                 ids=np.array([Path(path).stem for path in self.paths], dtype=str))
+        atomic_write_bytes(Path(output), buffer.getvalue())
+
+
+def embed_paths(model: AudioEncoder, paths: list[Path], window_seconds: float = DEFAULT_EMBED_WINDOW_SECONDS,
+                max_seconds: float | None = None, batch_size: int = 8, show_progress: bool = False) -> Embeddings:
+    """Embed each file (frame-weighted mean of every hidden state over its windows); bad files are skipped.
+
+    Windows stream in as the file decodes, so a long file needs the memory of one window per batch row.
+    """
+    if model.info.fixed_window_seconds:
+        window_seconds = float(model.info.fixed_window_seconds)
+    rows, kept, failures = [], [], {}
+    with computing_in(model, getattr(model, "precision", "fp32")), progress_bar(show_progress) as bar:
+        task = bar.add_task("embed", total=len(paths))
+        for path in paths:
+            try:
+                rows.append(_embed_file(model, Path(path), window_seconds, max_seconds, batch_size))
+                kept.append(str(path))
+            except AudioError as exc:
+                failures[str(path)] = str(exc)
+            bar.update(task, advance=1)
+    features = np.stack(rows) if rows else np.zeros((0, model.info.n_hidden_states, model.info.dim), np.float32)
+    return Embeddings(features, kept, failures)
+
+
 def embed_files(model: AudioEncoder, paths: list[Path], window_seconds: float = 0.0,
                 max_seconds: float | None = None, batch_size: int = 8) -> np.ndarray:
-    """[n_files, L, D]: for each file every hidden state averaged over all frames of all windows."""
+    """[n_files, L, D]: for each file every hidden state averaged over all frames of all windows (raises on bad audio)."""
     if model.info.fixed_window_seconds:
         window_seconds = float(model.info.fixed_window_seconds)
     out = np.zeros((len(paths), model.info.n_hidden_states, model.info.dim), dtype=np.float32)

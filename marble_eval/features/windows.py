@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from marble_eval.features.audio import stream_windows
+from marble_eval.features.cache import audio_stamp
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
 
@@ -40,7 +42,7 @@ class WindowBatch:
 
     waves: torch.Tensor                      # [B, T] float32, not yet model-preprocessed
     keys: list[tuple[int, int]]              # (item position, window index) of each row
-    finished: list[tuple[int, int, float]] = field(default_factory=list)  # (position, n windows, seconds)
+    finished: list[tuple] = field(default_factory=list)   # (position, n windows, seconds, AudioStamp)
     failed: list[tuple[int, str]] = field(default_factory=list)           # (position, reason)
 
     def windows(self) -> list[np.ndarray]:
@@ -78,7 +80,7 @@ class _Batcher:
     def __init__(self, plan: BatchPlan) -> None:
         self.plan = plan
         self.buckets: dict[int, list[tuple[tuple[int, int], np.ndarray]]] = {}  # insertion order = age
-        self.finished: list[tuple[int, int, float]] = []
+        self.finished: list[tuple] = []
         self.failed: list[tuple[int, str]] = []
 
     def held(self) -> tuple[int, int]:
@@ -141,7 +143,9 @@ class WindowStream(IterableDataset):
         batcher = _Batcher(self.plan)
         for job in jobs:
             yield from self._decode(job, batcher)
-            if not self.plan.mix_files:
+            if not self.plan.mix_files or not batcher.buckets:
+                # nothing of this item waits in a bucket: send its end event now, not with the next
+                # file's first batch (a slow or stalled next file must not hold a finished item back)
                 yield from batcher.flush()
         yield from batcher.flush()
 
@@ -166,7 +170,12 @@ class WindowStream(IterableDataset):
         if count == 0:
             batcher.fail(job.position, f"{job.path}: no audio samples")
             return
-        batcher.finished.append((job.position, count, samples / self.sample_rate))
+        try:  # after the decode: the bytes are in the page cache, hashing them is cheap
+            stamp = audio_stamp(Path(job.path))
+        except OSError as exc:
+            batcher.fail(job.position, f"{job.path}: cannot read ({exc.strerror or exc})")
+            return
+        batcher.finished.append((job.position, count, samples / self.sample_rate, stamp))
 
 
 def _keep(batch: WindowBatch) -> WindowBatch:
