@@ -17,6 +17,7 @@ a macro average, treats tags with no positive item like ROC-AUC and AP do.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -71,35 +72,46 @@ def _names(tags: Sequence[str] | None, n_tags: int) -> list[Any]:
 _COLUMN_CHUNK = 1024
 
 
-def _ranking_metrics(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ROC-AUC and average precision of every column of ``preds`` [n_items, n_cols] (float64).
+def _ranking_metrics(preds: torch.Tensor, target: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ROC-AUC and average precision of every column of ``preds`` [n_items, n_cols] (float64):
+    [n_cols] each; with ``weights`` [n_weightings, n_items] (how many times each item counts, e.g. a
+    bootstrap's draw counts), [n_weightings, n_cols] each.
 
-    Each column is sorted by descending score; the curve has one point at the end of every run of
-    equal scores (tied items enter together), with true and false positive counts tp, fp there. ROC-AUC
-    is the trapezoid sum over those points, AP the sum of recall steps times precision. Sums run as
-    cumsums along each column, so a column's value does not depend on the other columns. A column
-    with no positive gives NaN for both, one with no negative NaN ROC-AUC: callers pick defined columns.
+    Each column is sorted by descending score (once, whatever the weightings); the curve has one point
+    at the end of every run of equal scores (tied items enter together), with true and false positive
+    counts tp, fp there. ROC-AUC is the trapezoid sum over those points, AP the sum of recall steps
+    times precision. Sums run as cumsums along each column, so a column's value does not depend on the
+    other columns. A column with no positive gives NaN for both, one with no negative NaN ROC-AUC:
+    callers pick defined columns.
     """
     n_items = preds.shape[0]
     scores, order = preds.t().sort(dim=1, descending=True, stable=True)
     hits = target.t().to(torch.float64).gather(1, order)
-    tps, fps = hits.cumsum(1), (1.0 - hits).cumsum(1)
     ends = torch.ones_like(hits, dtype=torch.bool)
     ends[:, :-1] = scores[:, 1:] != scores[:, :-1]
     positions = torch.arange(n_items).expand_as(ends)
     last_end = torch.where(ends, positions, -1).cummax(dim=1).values
     previous = torch.cat([torch.full_like(last_end[:, :1], -1), last_end[:, :-1]], dim=1)
-    has_previous = previous >= 0
+    if weights is None:  # one weighting, every item once
+        tps, fps = hits.cumsum(1)[None], (1.0 - hits).cumsum(1)[None]
+    else:
+        counts = weights.to(torch.float64).index_select(1, order.flatten()).reshape(-1, *order.shape)  # [W, cols, n]
+        tps, fps = (counts * hits).cumsum(2), (counts * (1.0 - hits)).cumsum(2)
+    after_previous = (previous + 1).expand_as(tps)  # index into the counts with a 0 prepended
 
     def at_previous_point(counts: torch.Tensor) -> torch.Tensor:
-        return torch.where(has_previous, counts.gather(1, previous.clamp(min=0)), 0.0)
+        return torch.nn.functional.pad(counts, (1, 0)).gather(2, after_previous)
 
     tp_before, fp_before = at_previous_point(tps), at_previous_point(fps)
-    n_pos, n_neg = tps[:, -1], fps[:, -1]
+    n_pos, n_neg = tps[..., -1], fps[..., -1]
     trapezoids = torch.where(ends, (fps - fp_before) * (tps + tp_before), 0.0)
-    steps = torch.where(ends, (tps - tp_before) * tps / (tps + fps), 0.0)
-    roc_auc = trapezoids.cumsum(1)[:, -1] / (2.0 * n_pos * n_neg)
-    average_precision = steps.cumsum(1)[:, -1] / n_pos
+    # (with weights, points before the first counted item have tps + fps == 0 and add nothing)
+    steps = torch.where(ends & (tps + fps > 0), (tps - tp_before) * tps / (tps + fps), 0.0)
+    roc_auc = trapezoids.cumsum(2)[..., -1] / (2.0 * n_pos * n_neg)
+    average_precision = steps.cumsum(2)[..., -1] / n_pos
+    if weights is None:
+        return roc_auc[0], average_precision[0]
     return roc_auc, average_precision
 
 
@@ -108,6 +120,33 @@ def _per_column(preds: torch.Tensor, target: torch.Tensor, columns: torch.Tensor
     # split() gives at least one (maybe empty) chunk, and an empty one ranks to empty results
     results = [_ranking_metrics(preds[:, chunk], target[:, chunk]) for chunk in columns.split(_COLUMN_CHUNK)]
     return torch.cat([auc for auc, _ in results]), torch.cat([ap for _, ap in results])
+
+
+def weighted_macro_metrics(y_true: ArrayLike, y_score: ArrayLike, weights: ArrayLike) -> dict[str, np.ndarray]:
+    """Macro ROC-AUC and AP [n_weightings] of ``y_score`` [n_items, n_tags] when item i counts
+    ``weights[b, i]`` times in weighting b (a bootstrap replicate's draw counts; [n_weightings, n_items]).
+
+    Equal to compute_metrics on the explicitly repeated items (ties, including an item's copies,
+    form one point of the curve); a tag without a positive (ROC-AUC: or without a negative) under a
+    weighting is left out of that weighting's averages, which are NaN when no tag is left.
+    """
+    target, preds = _checked_inputs(y_true, y_score)
+    counts = _as_tensor(weights, torch.float64)
+    n_items, n_tags = preds.shape
+    if counts.ndim != 2 or counts.shape[1] != n_items or bool((counts < 0).any()):
+        raise MarbleEvalError(f"metrics: weights {tuple(counts.shape)} must be non-negative [n_weightings, {n_items}]")
+    per_chunk = max(1, (1 << 22) // (n_tags * n_items))  # ~32 MB per float64 temporary
+    auc_parts, ap_parts = [], []
+    hits = target.to(torch.float64)
+    for chunk in counts.split(per_chunk):
+        auc, ap = _ranking_metrics(preds, target, chunk)  # [w, n_tags] each
+        n_pos, n_neg = chunk @ hits, chunk @ (1.0 - hits)
+        auc_parts.append(torch.where((n_pos > 0) & (n_neg > 0), auc, torch.nan))
+        ap_parts.append(torch.where(n_pos > 0, ap, torch.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": no tag left in a weighting
+        return {"roc_auc": np.nanmean(torch.cat(auc_parts).numpy(), axis=1),
+                "map": np.nanmean(torch.cat(ap_parts).numpy(), axis=1)}
 
 
 def _f1(preds: torch.Tensor, target: torch.Tensor, threshold: float, average: str) -> float:
