@@ -160,8 +160,8 @@ def test_bank_stacks_one_head_per_probe(data) -> None:
     assert head_logits(bank.data, torch.randn(3, 9, 16)).shape == (3, 9, 5)
     assert [c.layer for c in bank.configs] == [1, "weighted", 3]  # by seed, single states first
     # each probe has its own stock Adam, over its own rows of the stacked tensors
-    assert all(isinstance(o, torch.optim.Adam) and o.defaults["fused"] for o in bank.optimizers_)
-    assert [len(o.param_groups[0]["params"]) for o in bank.optimizers_] == [4, 5, 4]
+    assert all(isinstance(o, torch.optim.Adam) and o.defaults["fused"] for o in bank.probe_optimizers)
+    assert [len(o.param_groups[0]["params"]) for o in bank.probe_optimizers] == [4, 5, 4]
 
 
 def test_window_logits_are_averaged_per_item_before_the_sigmoid() -> None:

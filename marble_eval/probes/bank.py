@@ -127,11 +127,11 @@ class ProbeBank(L.LightningModule):
         self.best_epoch = np.zeros(n, dtype=np.int64)
         self.epochs = np.zeros(n, dtype=np.int64)
         self.stopped = np.zeros(n, dtype=bool)
-        self.optimizers_: list[torch.optim.Adam | None] = [None] * n
+        self.probe_optimizers: list[torch.optim.Adam | None] = [None] * n
         self.schedulers: list[Any] = [None] * n
         for pos, config in enumerate(self.configs):
-            self.optimizers_[pos] = torch.optim.Adam(self._rows(pos, pos), lr=config.lr, weight_decay=recipe.weight_decay, fused=True)
-            self.schedulers[pos] = self._scheduler(self.optimizers_[pos])
+            self.probe_optimizers[pos] = torch.optim.Adam(self._rows(pos, pos), lr=config.lr, weight_decay=recipe.weight_decay, fused=True)
+            self.schedulers[pos] = self._scheduler(self.probe_optimizers[pos])
         self._leaves = self._make_leaves()
         self._batches: list[list[torch.Tensor]] = []
 
@@ -155,7 +155,7 @@ class ProbeBank(L.LightningModule):
     def _step_optimisers(self) -> None:
         """Hand every active probe its rows of the stacked gradients and step its Adam."""
         for row, pos in enumerate(self.active.tolist()):
-            optimizer = self.optimizers_[pos]
+            optimizer = self.probe_optimizers[pos]
             params = optimizer.param_groups[0]["params"]
             names = self.head_names + (["state_logits"] if self.layer_of[pos] < 0 else [])
             for param, name in zip(params, names):
@@ -171,17 +171,17 @@ class ProbeBank(L.LightningModule):
         probe gets an Adam over its new rows carrying its state (moments, step, learning rate)."""
         done = torch.from_numpy(self.stopped[self.active.numpy()])
         for pos in self.active[done].tolist():
-            self.optimizers_[pos] = self.schedulers[pos] = None
+            self.probe_optimizers[pos] = self.schedulers[pos] = None
         keep = torch.nonzero(~done).flatten()
         self.data = {name: t[keep].clone() for name, t in self.data.items()}
         self.active = self.active[keep]
         for row, pos in enumerate(self.active.tolist()):
-            old_optimizer, old_scheduler = self.optimizers_[pos], self.schedulers[pos]
+            old_optimizer, old_scheduler = self.probe_optimizers[pos], self.schedulers[pos]
             optimizer = torch.optim.Adam(self._rows(pos, row), fused=True)
             optimizer.load_state_dict(old_optimizer.state_dict())
             scheduler = self._scheduler(optimizer)
             scheduler.load_state_dict(old_scheduler.state_dict())
-            self.optimizers_[pos], self.schedulers[pos] = optimizer, scheduler
+            self.probe_optimizers[pos], self.schedulers[pos] = optimizer, scheduler
         self._leaves = self._make_leaves()
 
     def _take_snapshot(self, rows: list[int]) -> None:
