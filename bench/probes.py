@@ -7,11 +7,12 @@
 - the GFLOP/s of its training (forward + backward + per-epoch validation, counted analytically,
   over the time inside the Lightning fits) and its share of the peak;
 - the ceiling of that share on this machine: one training step's matmuls at the measured peak
-  plus one Adam step over the stacked parameters at its measured speed. Adam reads and writes every
+  plus one step of the probes' Adams (one fused torch.optim.Adam per probe) at its measured speed. Adam reads and writes every
   parameter and both moments once per step (memory-bound, ~30 bytes per parameter) while the
   matmuls do only 4 x 64 FLOPs per parameter at batch 64, so Adam alone caps the share;
-- the speed-up over training the same probes one Lightning fit at a time. Only a few of the
-  sequential fits are timed; their mean is extrapolated to all probes (the unit says how many).
+- the speed-up over training the same probes one Lightning fit at a time (the same trainer with
+  one probe per fit, i.e. run_grid on a one-configuration grid). Only a few of the sequential fits
+  are timed; their mean is extrapolated to all probes (the unit says how many).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from marble_eval.probes import GridSpec, load_recipe, run_grid, train_probe
+from marble_eval.lightning_utils import torch_threads
+from marble_eval.probes import GridSpec, load_recipe, run_grid
 from marble_eval.probes.core import WEIGHTED
-from marble_eval.probes.lightning_utils import torch_threads
 from marble_eval.probes.recipe import ProbeRecipe
 from marble_eval.probes.synthetic import synthetic_splits
 
@@ -46,16 +47,20 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def adam_seconds(n_params: int, repeats: int = 5) -> float:
-    """Best time of one fused Adam step (torch's kernel, as the grid trainer runs it) over n_params floats."""
-    params, grads = torch.zeros(n_params), torch.randn(n_params)
-    exp_avg, exp_avg_sq = torch.zeros(n_params), torch.zeros(n_params)
-    step = torch.tensor(1.0)
+def adam_seconds(params_per_probe: int, n_probes: int, repeats: int = 5) -> float:
+    """Best time of one optimiser step of ``n_probes`` probes as the grid trainer runs it: one
+    torch.optim.Adam(fused=True) per probe over its row of a stacked [n_probes, params_per_probe] tensor."""
+    stacked, grads = torch.zeros(n_probes, params_per_probe), torch.randn(n_probes, params_per_probe)
+    optimizers = []
+    for row in range(n_probes):
+        param = stacked[row]
+        param.grad = grads[row]
+        optimizers.append(torch.optim.Adam([param], lr=1e-3, fused=True))
     best = float("inf")
-    for _ in range(repeats + 1):
+    for _ in range(repeats + 1):  # the first step allocates the moments
         start = time.perf_counter()
-        torch._fused_adam_([params], [grads], [exp_avg], [exp_avg_sq], [], [step], lr=1e-3, beta1=0.9, beta2=0.999,
-                           weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+        for optimizer in optimizers:
+            optimizer.step()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -130,7 +135,7 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     emit("probes.batched_fraction_of_peak", achieved / peak, "x of matmul peak")
     n_params = head_params(recipe) * len(configs)
     step_flops = sum(probe_flops(recipe, c.layer, recipe.batch_size, 0, 1) for c in configs)
-    adam = adam_seconds(n_params)
+    adam = adam_seconds(head_params(recipe), len(configs))
     emit("probes.adam_step_seconds", adam, f"s per step ({n_params / 1e6:.0f} M parameters, "
          f"{28 * n_params / adam / 1e9:.0f} GB/s)")
     emit("probes.ceiling_fraction_of_peak", step_flops / peak / 1e9 / (step_flops / peak / 1e9 + adam),
@@ -138,8 +143,9 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
 
     chosen = [configs[i] for i in np.linspace(0, len(configs) - 1, sequential_probes).round().astype(int)]
     start = time.perf_counter()
-    for config in chosen:
-        train_probe(data, recipe, "multilabel", config.lr, config.layer, config.seed, tags, max_epochs=epochs)
+    for config in chosen:  # the grid trainer with one probe: one Lightning fit per probe
+        run_grid(data, recipe, GridSpec([config.lr], [config.layer], [config.seed]), "multilabel", tags,
+                 progress=False, max_epochs=epochs)
     per_probe = (time.perf_counter() - start) / len(chosen)
     sequential = per_probe * len(configs)
     note = f"{len(chosen)} of {len(configs)} timed, extrapolated"

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from marble_eval.errors import MarbleEvalError
 
 T = TypeVar("T")
+STRICT = ConfigDict(extra="forbid")  # every config dataclass: unknown keys are errors
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

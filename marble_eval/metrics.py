@@ -7,17 +7,19 @@ once: torchmetrics walks the columns in a Python loop, which made the metrics of
 - scores must be probabilities: torchmetrics applies its own sigmoid when any value lies outside
   [0, 1], so scores are checked and clamped to [0, 1] before they reach it;
 - a tag whose metric is undefined in the evaluated split (ROC-AUC: no positive or no negative item;
-  AP and F1: no positive item) is left out of the macro average and named in ``excluded_tags``;
-  torchmetrics would score it 0 and average it in.
+  AP and F1: no positive item) is handled as ``empty_tags`` says: ``exclude`` leaves it out of the
+  macro average and names it in ``excluded_tags``; ``zero`` scores it 0, averages it in and names it
+  in ``zeroed_tags`` (torchmetrics' macro AUROC, AP and F1, as MARBLE v1 reported them).
 
 Micro-F1 is computed over every tag (false positives on an empty tag are real errors); macro-F1,
-a macro average, leaves out tags with no positive item, like ROC-AUC and AP.
+a macro average, treats tags with no positive item like ROC-AUC and AP do.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from torchmetrics.functional.classification import (
 from marble_eval.errors import MarbleEvalError
 
 ArrayLike = np.ndarray | torch.Tensor
+EmptyTags = Literal["exclude", "zero"]
 
 
 def _as_tensor(values: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
@@ -69,35 +72,46 @@ def _names(tags: Sequence[str] | None, n_tags: int) -> list[Any]:
 _COLUMN_CHUNK = 1024
 
 
-def _ranking_metrics(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ROC-AUC and average precision of every column of ``preds`` [n_items, n_cols] (float64).
+def _ranking_metrics(preds: torch.Tensor, target: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ROC-AUC and average precision of every column of ``preds`` [n_items, n_cols] (float64):
+    [n_cols] each; with ``weights`` [n_weightings, n_items] (how many times each item counts, e.g. a
+    bootstrap's draw counts), [n_weightings, n_cols] each.
 
-    Each column is sorted by descending score; the curve has one point at the end of every run of
-    equal scores (tied items enter together), with true and false positive counts tp, fp there. ROC-AUC
-    is the trapezoid sum over those points, AP the sum of recall steps times precision. Sums run as
-    cumsums along each column, so a column's value does not depend on the other columns. A column
-    with no positive gives NaN for both, one with no negative NaN ROC-AUC: callers pick defined columns.
+    Each column is sorted by descending score (once, whatever the weightings); the curve has one point
+    at the end of every run of equal scores (tied items enter together), with true and false positive
+    counts tp, fp there. ROC-AUC is the trapezoid sum over those points, AP the sum of recall steps
+    times precision. Sums run as cumsums along each column, so a column's value does not depend on the
+    other columns. A column with no positive gives NaN for both, one with no negative NaN ROC-AUC:
+    callers pick defined columns.
     """
     n_items = preds.shape[0]
     scores, order = preds.t().sort(dim=1, descending=True, stable=True)
     hits = target.t().to(torch.float64).gather(1, order)
-    tps, fps = hits.cumsum(1), (1.0 - hits).cumsum(1)
     ends = torch.ones_like(hits, dtype=torch.bool)
     ends[:, :-1] = scores[:, 1:] != scores[:, :-1]
     positions = torch.arange(n_items).expand_as(ends)
     last_end = torch.where(ends, positions, -1).cummax(dim=1).values
     previous = torch.cat([torch.full_like(last_end[:, :1], -1), last_end[:, :-1]], dim=1)
-    has_previous = previous >= 0
+    if weights is None:  # one weighting, every item once
+        tps, fps = hits.cumsum(1)[None], (1.0 - hits).cumsum(1)[None]
+    else:
+        counts = weights.to(torch.float64).index_select(1, order.flatten()).reshape(-1, *order.shape)  # [W, cols, n]
+        tps, fps = (counts * hits).cumsum(2), (counts * (1.0 - hits)).cumsum(2)
+    after_previous = (previous + 1).expand_as(tps)  # index into the counts with a 0 prepended
 
     def at_previous_point(counts: torch.Tensor) -> torch.Tensor:
-        return torch.where(has_previous, counts.gather(1, previous.clamp(min=0)), 0.0)
+        return torch.nn.functional.pad(counts, (1, 0)).gather(2, after_previous)
 
     tp_before, fp_before = at_previous_point(tps), at_previous_point(fps)
-    n_pos, n_neg = tps[:, -1], fps[:, -1]
+    n_pos, n_neg = tps[..., -1], fps[..., -1]
     trapezoids = torch.where(ends, (fps - fp_before) * (tps + tp_before), 0.0)
-    steps = torch.where(ends, (tps - tp_before) * tps / (tps + fps), 0.0)
-    roc_auc = trapezoids.cumsum(1)[:, -1] / (2.0 * n_pos * n_neg)
-    average_precision = steps.cumsum(1)[:, -1] / n_pos
+    # (with weights, points before the first counted item have tps + fps == 0 and add nothing)
+    steps = torch.where(ends & (tps + fps > 0), (tps - tp_before) * tps / (tps + fps), 0.0)
+    roc_auc = trapezoids.cumsum(2)[..., -1] / (2.0 * n_pos * n_neg)
+    average_precision = steps.cumsum(2)[..., -1] / n_pos
+    if weights is None:
+        return roc_auc[0], average_precision[0]
     return roc_auc, average_precision
 
 
@@ -106,6 +120,33 @@ def _per_column(preds: torch.Tensor, target: torch.Tensor, columns: torch.Tensor
     # split() gives at least one (maybe empty) chunk, and an empty one ranks to empty results
     results = [_ranking_metrics(preds[:, chunk], target[:, chunk]) for chunk in columns.split(_COLUMN_CHUNK)]
     return torch.cat([auc for auc, _ in results]), torch.cat([ap for _, ap in results])
+
+
+def weighted_macro_metrics(y_true: ArrayLike, y_score: ArrayLike, weights: ArrayLike) -> dict[str, np.ndarray]:
+    """Macro ROC-AUC and AP [n_weightings] of ``y_score`` [n_items, n_tags] when item i counts
+    ``weights[b, i]`` times in weighting b (a bootstrap replicate's draw counts; [n_weightings, n_items]).
+
+    Equal to compute_metrics on the explicitly repeated items (ties, including an item's copies,
+    form one point of the curve); a tag without a positive (ROC-AUC: or without a negative) under a
+    weighting is left out of that weighting's averages, which are NaN when no tag is left.
+    """
+    target, preds = _checked_inputs(y_true, y_score)
+    counts = _as_tensor(weights, torch.float64)
+    n_items, n_tags = preds.shape
+    if counts.ndim != 2 or counts.shape[1] != n_items or bool((counts < 0).any()):
+        raise MarbleEvalError(f"metrics: weights {tuple(counts.shape)} must be non-negative [n_weightings, {n_items}]")
+    per_chunk = max(1, (1 << 22) // (n_tags * n_items))  # ~32 MB per float64 temporary
+    auc_parts, ap_parts = [], []
+    hits = target.to(torch.float64)
+    for chunk in counts.split(per_chunk):
+        auc, ap = _ranking_metrics(preds, target, chunk)  # [w, n_tags] each
+        n_pos, n_neg = chunk @ hits, chunk @ (1.0 - hits)
+        auc_parts.append(torch.where((n_pos > 0) & (n_neg > 0), auc, torch.nan))
+        ap_parts.append(torch.where(n_pos > 0, ap, torch.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": no tag left in a weighting
+        return {"roc_auc": np.nanmean(torch.cat(auc_parts).numpy(), axis=1),
+                "map": np.nanmean(torch.cat(ap_parts).numpy(), axis=1)}
 
 
 def _f1(preds: torch.Tensor, target: torch.Tensor, threshold: float, average: str) -> float:
@@ -117,11 +158,12 @@ def _f1(preds: torch.Tensor, target: torch.Tensor, threshold: float, average: st
                                      validate_args=False))
 
 
-def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike) -> np.ndarray:
+def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike, empty_tags: EmptyTags = "exclude") -> np.ndarray:
     """Macro ROC-AUC (the probe monitor) of one or many score matrices against the same labels.
 
     ``y_score`` is [n_items, n_tags] or [n_probes, n_items, n_tags]; returns a float64 array of shape
-    [] or [n_probes]. Only tags with both positive and negative items count, as in compute_metrics.
+    [] or [n_probes]. Tags without both positive and negative items are left out (``exclude``) or
+    count as 0 (``zero``), as in compute_metrics.
     """
     scores = _as_tensor(y_score, torch.float64)
     stacked = scores if scores.ndim == 3 else scores.unsqueeze(0)
@@ -135,6 +177,8 @@ def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike) -> np.ndarray:
         raise MarbleEvalError("metrics: no tag has both positive and negative items; ROC-AUC is undefined")
     columns = (torch.arange(n_probes)[:, None] * n_tags + valid[None, :]).flatten()
     per_tag = _per_column(preds, target, columns)[0].reshape(n_probes, -1).numpy()
+    if empty_tags == "zero":
+        per_tag = np.concatenate([per_tag, np.zeros((n_probes, n_tags - valid.numel()))], axis=1)
     means = np.array([row.mean() for row in per_tag])
     return means if scores.ndim == 3 else means[0]
 
@@ -144,12 +188,14 @@ def compute_metrics(
     y_score: ArrayLike,
     threshold: float = 0.5,
     tags: Sequence[str] | None = None,
+    empty_tags: EmptyTags = "exclude",
 ) -> dict[str, Any]:
     """Multi-label metrics of probabilities ``y_score`` [n_items, n_tags] against 0/1 ``y_true``.
 
     Returns ``roc_auc``, ``map`` (macro, exact), ``micro_f1``, ``macro_f1`` (predicted positive when
-    score > threshold), ``excluded_tags`` (tags left out of at least one macro average) and
-    ``per_tag`` ({tag: {"roc_auc", "ap"}}, None where undefined). Tags are named by ``tags`` or by
+    score > threshold), ``excluded_tags`` (tags left out of at least one macro average),
+    ``zeroed_tags`` (tags scored 0 in at least one, with ``empty_tags="zero"``) and ``per_tag``
+    ({tag: {"roc_auc", "ap"}}, None where undefined and excluded). Tags are named by ``tags`` or by
     column index.
     """
     target, preds = _checked_inputs(y_true, y_score)
@@ -165,19 +211,30 @@ def compute_metrics(
     auc_of_ap_cols, ap = _per_column(preds, target, ap_cols)  # every ROC-AUC column also has a positive
     auc = auc_of_ap_cols[has_both[ap_cols]]
     micro_f1 = _f1(preds, target, threshold, "micro")
-    macro_f1 = _f1(preds[:, ap_cols], target[:, ap_cols], threshold, "macro")
+    zero = empty_tags == "zero"
+    f1_cols = slice(None) if zero else ap_cols  # torchmetrics scores a tag without positives 0
+    macro_f1 = _f1(preds[:, f1_cols], target[:, f1_cols], threshold, "macro")
 
-    per_tag: dict[Any, dict[str, float | None]] = {name: {"roc_auc": None, "ap": None} for name in names}
+    undefined = None if not zero else 0.0
+    per_tag: dict[Any, dict[str, float | None]] = {name: {"roc_auc": undefined, "ap": undefined} for name in names}
     for column, value in zip(auc_cols.tolist(), auc.tolist()):
         per_tag[names[column]]["roc_auc"] = value
     for column, value in zip(ap_cols.tolist(), ap.tolist()):
         per_tag[names[column]]["ap"] = value
+    empty = [names[i] for i in torch.nonzero(~has_both).flatten().tolist()]
+    n_tags = len(names)
+    if zero:  # the zeros after the defined values: the same sum as macro_roc_auc's
+        roc_auc = float(np.concatenate([auc.numpy(), np.zeros(n_tags - auc.numel())]).mean())
+        average_precision = float(np.concatenate([ap.numpy(), np.zeros(n_tags - ap.numel())]).mean())
+    else:
+        roc_auc, average_precision = float(auc.numpy().mean()), float(ap.numpy().mean())
     return {
-        "roc_auc": float(auc.numpy().mean()),
-        "map": float(ap.numpy().mean()),
+        "roc_auc": roc_auc,
+        "map": average_precision,
         "micro_f1": float(micro_f1),
         "macro_f1": float(macro_f1),
-        "excluded_tags": [names[i] for i in torch.nonzero(~has_both).flatten().tolist()],
+        "excluded_tags": [] if zero else empty,
+        "zeroed_tags": empty if zero else [],
         "per_tag": per_tag,
     }
 
@@ -186,11 +243,13 @@ def compute_multiclass_metrics(
     y_true_index: ArrayLike,
     probs: ArrayLike,
     tags: Sequence[str] | None = None,
+    empty_tags: EmptyTags = "exclude",
 ) -> dict[str, Any]:
     """Single-label metrics: ``accuracy`` of the arg-max, plus macro ROC-AUC / mAP one-vs-rest.
 
     ``y_true_index`` [n_items] holds class indices, ``probs`` [n_items, n_classes] the softmax.
-    A class absent from the split is excluded from the macro averages and named in ``excluded_tags``.
+    A class absent from the split is excluded from the macro averages and named in ``excluded_tags``
+    (or, with ``empty_tags="zero"``, scored 0 and named in ``zeroed_tags``).
     """
     index = _as_tensor(y_true_index, torch.int64)
     scores = _as_tensor(probs, torch.float64)
@@ -202,7 +261,7 @@ def compute_multiclass_metrics(
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_classes):
         raise MarbleEvalError(f"metrics: class indices must lie in 0..{n_classes - 1}")
     one_hot = torch.nn.functional.one_hot(index, n_classes)
-    scored = compute_metrics(one_hot, scores, tags=tags)
+    scored = compute_metrics(one_hot, scores, tags=tags, empty_tags=empty_tags)
     _, checked = _checked_inputs(one_hot, scores)
     accuracy = multiclass_accuracy(checked, index, num_classes=n_classes, average="micro")
     return {
@@ -210,5 +269,6 @@ def compute_multiclass_metrics(
         "roc_auc": scored["roc_auc"],
         "map": scored["map"],
         "excluded_tags": scored["excluded_tags"],
+        "zeroed_tags": scored["zeroed_tags"],
         "per_tag": scored["per_tag"],
     }

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.metrics import compute_metrics, compute_multiclass_metrics, macro_roc_auc
+from marble_eval.metrics import compute_metrics, compute_multiclass_metrics, macro_roc_auc, weighted_macro_metrics
 
 TOL = 1e-6
 
@@ -146,3 +146,23 @@ def test_ranking_metrics_do_not_depend_on_column_chunking(monkeypatch: pytest.Mo
     np.testing.assert_array_equal(macro_roc_auc(y, stack), whole)
     assert compute_metrics(y, stack[1]) == whole_metrics
     assert whole[1] == pytest.approx(roc_auc_score(y, stack[1], average="macro"), abs=TOL)
+
+
+def test_weighted_macro_metrics_equal_compute_metrics_on_repeated_items() -> None:
+    rng = np.random.default_rng(11)
+    y, s = _random_case(11, n=40, n_tags=4)
+    s = np.round(s, 1)  # ties between items, on top of the copies of a drawn item
+    y[:, 3] = 0
+    y[:5, 3] = 1
+    counts = np.stack([np.bincount(rng.integers(0, 40, 40), minlength=40) for _ in range(6)]).astype(np.float64)
+    counts[5] = 0
+    counts[5, 5:15] = 1  # a replicate without tag 3's positives (no ROC-AUC, no AP for it)
+    ours = weighted_macro_metrics(y, s, counts)
+    for b in range(6):
+        rows = np.repeat(np.arange(40), counts[b].astype(int))
+        expected = compute_metrics(y[rows], s[rows])
+        assert (3 in expected["excluded_tags"]) == (b == 5)
+        assert ours["roc_auc"][b] == pytest.approx(expected["roc_auc"], abs=TOL)
+        assert ours["map"][b] == pytest.approx(expected["map"], abs=TOL)
+    plain = weighted_macro_metrics(y, s, np.ones((1, 40)))
+    assert plain["roc_auc"][0] == compute_metrics(y, s)["roc_auc"]

@@ -1,5 +1,5 @@
-"""The probe stage: recipes, input contract, heads, batched grid vs the one-probe Lightning path,
-selection, determinism, and learning on synthetic data."""
+"""The probe stage: recipes, input contract, heads, batched grid vs the one-probe Lightning reference
+(tests/reference_trainer.py), selection, determinism, and learning on synthetic data."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import torch
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics import compute_metrics
-from marble_eval.probes import GridResult, GridSpec, SplitData, load_recipe, run_grid, train_probe
+from marble_eval.probes import GridResult, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig, head_logits
 from marble_eval.probes.core import HeadShape, item_probabilities
 from marble_eval.probes.data import check_data
 from marble_eval.probes.evaluation import monitor_scores, split_metrics
 from marble_eval.probes.recipe import EarlyStopping, PlateauSchedule, ProbeRecipe
 from marble_eval.probes.selection import select_index, summarise
-from marble_eval.probes.single import Probe, evaluate_probe
 from marble_eval.probes.synthetic import synthetic_splits
+from reference_trainer import Probe, evaluate_probe, train_probe
 
 # Batched and one-at-a-time training run the same kernels on the same shapes in the same order, so
 # on CPU they agree bit for bit; the tolerance only allows for printing/round-trip noise.
@@ -80,6 +80,8 @@ def test_recipes_hold_the_marble_recipe() -> None:
         assert (recipe.lr_schedule.factor, recipe.lr_schedule.patience) == (0.5, 3)
         assert recipe.early_stopping.patience == 10
         assert recipe.monitor == "valid_roc_auc" and recipe.restore_best
+        assert recipe.protocol() == {"batch_unit": "item", "weighted_init": "randn", "selection": "roc_auc",
+                                     "selection_scope": "per_seed", "empty_tags": "zero"}
 
 
 @pytest.mark.parametrize(
@@ -154,9 +156,12 @@ def test_bank_stacks_one_head_per_probe(data) -> None:
     splits = check_data(data, "multilabel")
     configs = [ProbeConfig(1e-3, "weighted", 0), ProbeConfig(1e-3, 1, 0), ProbeConfig(1e-2, 3, 1)]
     bank = ProbeBank(small_recipe(), splits, "multilabel", configs)
-    assert bank.params["w1"].shape == (3, 16, 24) and bank.params["w2"].shape == (3, 24, 5)
-    assert head_logits(bank.params, torch.randn(3, 9, 16)).shape == (3, 9, 5)
-    assert [c.layer for c in bank.configs] == [1, 3, "weighted"]  # single states first
+    assert bank.data["w1"].shape == (3, 16, 24) and bank.data["w2"].shape == (3, 24, 5)
+    assert head_logits(bank.data, torch.randn(3, 9, 16)).shape == (3, 9, 5)
+    assert [c.layer for c in bank.configs] == [1, "weighted", 3]  # by seed, single states first
+    # each probe has its own stock Adam, over its own rows of the stacked tensors
+    assert all(isinstance(o, torch.optim.Adam) and o.defaults["fused"] for o in bank.probe_optimizers)
+    assert [len(o.param_groups[0]["params"]) for o in bank.probe_optimizers] == [4, 5, 4]
 
 
 def test_window_logits_are_averaged_per_item_before_the_sigmoid() -> None:
@@ -277,9 +282,9 @@ def test_grid_spec_constructors_and_checks() -> None:
 def test_a_diverged_probe_gets_no_score() -> None:
     labels = torch.tensor([[1.0], [0.0], [1.0]])
     probs = torch.tensor([[[0.9], [0.2], [0.7]], [[float("nan")], [0.1], [0.3]]], dtype=torch.float64)
-    scores = monitor_scores(labels, probs)
+    scores = monitor_scores(labels, probs, "exclude")
     assert scores[0] == 1.0 and np.isnan(scores[1])
-    assert split_metrics(labels, probs[1], "multilabel", None) is None
+    assert split_metrics(labels, probs[1], "multilabel", None, "exclude") is None
 
 
 def test_probes_learn_synthetic_data_and_progress_bar_runs(capsys) -> None:
@@ -293,8 +298,8 @@ def test_probes_learn_synthetic_data_and_progress_bar_runs(capsys) -> None:
 def test_tag_empty_in_test_split_is_excluded_and_named(data) -> None:
     test = data["test"]
     emptied = {**data, "test": replace(test, labels=test.labels * np.array([1, 1, 1, 1, 0], dtype=np.float32))}
-    result = run_grid(emptied, small_recipe(head="linear", hidden_dim=None, dropout=0.0), GridSpec.quick([0]),
-                      "multilabel", TAGS, progress=False, max_epochs=2)
+    recipe = small_recipe(head="linear", hidden_dim=None, dropout=0.0, empty_tags="exclude")
+    result = run_grid(emptied, recipe, GridSpec.quick([0]), "multilabel", TAGS, progress=False, max_epochs=2)
     assert result.excluded_tags == ["e"]
     assert result.selected[0]["test"]["per_tag"]["e"] == {"roc_auc": None, "ap": None}
     assert result.configs[0]["valid"]["excluded_tags"] == []

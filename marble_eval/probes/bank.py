@@ -1,13 +1,14 @@
 """Many probes of one recipe trained at once as one vectorised LightningModule.
 
-Every parameter has a leading probe dimension and the heads run as batched matmuls on inputs
-gathered from one shared batch per seed. Each probe keeps what it would have alone: its own Adam
-moments (rows of stacked buffers, updated by torch's fused Adam kernel, one call per distinct
-learning rate), its own ReduceLROnPlateau, early stopping and best-validation snapshot. A stopped
-probe is dropped from the stacked tensors at the end of the epoch (so it costs nothing more and
-never changes), and the fit ends when none is left.
+Every probe's parameters are rows of stacked tensors [P, ...] and the heads run as batched matmuls
+(torch.baddbmm under autograd) on inputs gathered from one shared batch per seed. Each probe keeps
+what it would have alone: its own ``torch.optim.Adam`` (fused) over its rows of the stacked tensors,
+its own ReduceLROnPlateau, early stopping and best-validation snapshot. A stopped probe is dropped
+from the stacked tensors at the end of the epoch (so it costs nothing more and never changes), and
+the fit ends when none is left.
 
-Probe order inside the bank: single-state probes first, then weighted ones ("positions").
+Probe order inside the bank ("positions"): by seed, and within a seed the single-state probes first,
+then the weighted ones, so that each seed's probes, and each kind within it, are contiguous rows.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from marble_eval.probes.core import (
     HeadShape,
     Layer,
     dropout_mask,
-    epoch_permutation,
+    epoch_batches,
     init_head,
+    init_state_logits,
     item_probabilities,
     mix_states,
     monitor_value,
@@ -47,105 +49,43 @@ class ProbeConfig:
     seed: int
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Which hidden state(s) each stacked probe reads: the first ``n_single`` read ``layer_of``,
-    the rest are weighted sums; ``group_of`` is the probe's seed group (its shared batch)."""
-
-    layer_of: torch.Tensor
-    group_of: torch.Tensor
-    n_single: int
-
-    def take(self, rows: torch.Tensor) -> "Layout":
-        """The layout of a subset of rows (kept in order, so single-state probes stay first)."""
-        return Layout(self.layer_of[rows], self.group_of[rows], int((rows < self.n_single).sum()))
+def _linear_blocks(x: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """Consecutive row blocks of stacked linears: block k is x[k] [P_k, B, in] @ weights[k] + biases[k]."""
+    return torch.cat([torch.baddbmm(b, block, w) for block, w, b in zip(x, weights, biases)])
 
 
-class StackedLinear(torch.autograd.Function):
-    """y[p] = x[p] @ w[p] + b[p] for every probe p, with x given as consecutive blocks of probe rows.
-
-    Same numbers as autograd's baddbmm (on CPU the batched weight gradient equals mm's bit for bit),
-    with two savings: the input gradient is computed only for blocks that need one (the single-state
-    probes' inputs are frozen features; only weighted probes backpropagate into their mixture), and
-    the weight gradient is written into ``weight_grad``, a buffer the caller keeps from step to step.
-    A fresh gradient of this size (~100 MB) would be newly mapped memory on every step, whose page
-    faults cost as much as the matmul that fills it; autograd's .grad cannot be told to reuse memory.
-    The weight itself is therefore not an autograd input: when ``weight_grad`` is given, backward
-    fills it as a side effect (the bias carries the graph)."""
-
-    @staticmethod
-    def forward(ctx, bias: torch.Tensor, weight: torch.Tensor, weight_grad: torch.Tensor | None,
-                *blocks: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weight, *blocks)
-        ctx.weight_grad = weight_grad
-        out = torch.empty(weight.shape[0], blocks[0].shape[1], weight.shape[2], dtype=weight.dtype)
-        row = 0
-        for block in blocks:
-            rows = slice(row, row + block.shape[0])
-            torch.baddbmm(bias[rows], block, weight[rows], out=out[rows])
-            row = rows.stop
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, *blocks = ctx.saved_tensors
-        grad_bias = grad.sum(dim=1, keepdim=True) if ctx.needs_input_grad[0] else None
-        grad_weight = ctx.weight_grad
-        if grad_weight is None and ctx.needs_input_grad[1]:
-            grad_weight = torch.empty_like(weight)
-        grad_blocks: list[torch.Tensor | None] = []
-        row = 0
-        for index, block in enumerate(blocks):
-            rows = slice(row, row + block.shape[0])
-            if grad_weight is not None:
-                torch.bmm(block.mT, grad[rows], out=grad_weight[rows])
-            needs = ctx.needs_input_grad[3 + index]
-            grad_blocks.append(torch.bmm(grad[rows], weight[rows].mT) if needs else None)
-            row = rows.stop
-        returned = grad_weight if ctx.weight_grad is None and ctx.needs_input_grad[1] else None
-        return grad_bias, returned, None, *grad_blocks
-
-
-def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor | list[torch.Tensor],
-                mask: torch.Tensor | None = None, weight_grads: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """Stacked heads: x [P, B, D] (or consecutive row blocks of it) -> logits [P, B, T]; ``mask`` is
-    the dropout mask [P, B, H]; ``weight_grads``: buffers that backward fills with the weights'
-    gradients (else the weights get .grad as usual). Weights are stored [P, in, out] (nn.Linear's
-    weight transposed) so that their gradients need no transposing copy."""
-    blocks = [x] if isinstance(x, torch.Tensor) else [block for block in x if block.shape[0]]
-    buffers = weight_grads or {}
-
-    def linear(index: str, *inputs: torch.Tensor) -> torch.Tensor:
-        name = f"w{index}"
-        return StackedLinear.apply(params[f"b{index}"], params[name], buffers.get(name), *inputs)
-
+def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Stacked heads: x [P, B, D] -> logits [P, B, T]; ``mask``: dropout mask broadcast to [P, B, H].
+    Weights are stored [P, in, out] (nn.Linear's weight transposed)."""
     if "w" in params:
-        return linear("", *blocks)
-    hidden = linear("1", *blocks).relu()
+        return torch.baddbmm(params["b"], x, params["w"])
+    hidden = torch.baddbmm(params["b1"], x, params["w1"]).relu()
     if mask is not None:
         hidden = hidden * mask
-    return linear("2", hidden)
+    return torch.baddbmm(params["b2"], hidden, params["w2"])
 
 
-def eval_inputs(states: torch.Tensor, layout: Layout, state_logits: torch.Tensor) -> torch.Tensor:
-    """Inputs of every stacked probe from shared windows: states [R, L, D] -> [P, R, D]."""
-    parts = []
-    if layout.n_single:
-        parts.append(states[:, layout.layer_of[: layout.n_single]].transpose(0, 1))
+def eval_inputs(states: torch.Tensor, layer_of: torch.Tensor, state_logits: torch.Tensor) -> torch.Tensor:
+    """Inputs of every stacked probe from shared windows: states [R, L, D] -> [P, R, D]
+    (``layer_of`` -1: the probe's weighted sum of states 1..L-1)."""
+    single = torch.nonzero(layer_of >= 0).flatten()
+    inputs = torch.empty(len(layer_of), states.shape[0], states.shape[2])
+    if single.numel():
+        inputs[single] = states.transpose(0, 1)[layer_of[single]]
     # One weighted probe at a time keeps the [R, L-1, D] temporary small.
-    parts += [mix_states(logits, states[:, 1:])[None] for logits in state_logits[layout.n_single :]]
-    return torch.cat(parts)
+    for row in torch.nonzero(layer_of < 0).flatten().tolist():
+        inputs[row] = mix_states(state_logits[row], states[:, 1:])
+    return inputs
 
 
-def predict_items(
-    params: dict[str, torch.Tensor], state_logits: torch.Tensor, layout: Layout, split: SplitTensors, task: str
-) -> torch.Tensor:
+def predict_items(params: dict[str, torch.Tensor], state_logits: torch.Tensor, layer_of: torch.Tensor,
+                  split: SplitTensors, task: str) -> torch.Tensor:
     """Item probabilities [P, n_items, T] of every stacked probe on one split (no dropout)."""
     with torch.no_grad():
         chunks = []
         for start in range(0, split.n_windows, EVAL_ROWS):
             states = split.features[start : start + EVAL_ROWS].float()
-            chunks.append(head_logits(params, eval_inputs(states, layout, state_logits)))
+            chunks.append(head_logits(params, eval_inputs(states, layer_of, state_logits)))
         # Per probe: elementwise kernels vectorise by position in the tensor, and exp/sigmoid round
         # differently in their SIMD and scalar paths; one probe at a time matches the one-probe trainer.
         logits = torch.cat(chunks, dim=1)
@@ -159,112 +99,98 @@ class ProbeBank(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         train = splits["train"]
-        n_states, dim = train.features.shape[1:]
-        shape = HeadShape(int(dim), recipe.hidden_dim, int(train.labels.shape[1]), recipe.dropout)
+        n_states, dim = (int(n) for n in train.features.shape[1:])
+        shape = HeadShape(dim, recipe.hidden_dim, int(train.labels.shape[1]), recipe.dropout)
         self.recipe, self.splits, self.task, self.shape = recipe, splits, task, shape
-        order = sorted(range(len(configs)), key=lambda i: configs[i].layer == WEIGHTED)
+        self.seeds = sorted({c.seed for c in configs})
+        order = sorted(range(len(configs)), key=lambda i: (self.seeds.index(configs[i].seed), configs[i].layer == WEIGHTED))
         self.configs = [configs[i] for i in order]  # by position
         self.chunk_index = order  # position -> index in ``configs``
-        seeds = sorted({c.seed for c in configs})
-        self.layout0 = Layout(
-            layer_of=torch.tensor([c.layer if c.layer != WEIGHTED else -1 for c in self.configs]),
-            group_of=torch.tensor([seeds.index(c.seed) for c in self.configs]),
-            n_single=sum(c.layer != WEIGHTED for c in self.configs),
-        )
-        self.shuffle_gens = [stream(seed, "shuffle") for seed in seeds]
-        self.dropout_gens = [stream(seed, "dropout") for seed in seeds]
-        initial = {seed: init_head(seed, shape) for seed in seeds}
-        names = ["w", "b"] if shape.hidden is None else ["w1", "b1", "w2", "b2"]
-        stacked = {}
-        for k, name in enumerate(names):
+        self.layer_of = torch.tensor([c.layer if c.layer != WEIGHTED else -1 for c in self.configs])
+        self.group_of = torch.tensor([self.seeds.index(c.seed) for c in self.configs])
+        self.shuffle_gens = [stream(seed, "shuffle") for seed in self.seeds]
+        self.dropout_gens = [stream(seed, "dropout") for seed in self.seeds]
+        initial = {seed: init_head(seed, shape) for seed in self.seeds}
+        self.head_names = ["w", "b"] if shape.hidden is None else ["w1", "b1", "w2", "b2"]
+        data = {}
+        for k, name in enumerate(self.head_names):
             rows = [initial[c.seed][k] for c in self.configs]
-            stacked[name] = torch.stack([r.t() if name.startswith("w") else r[None] for r in rows])
-        # Biases carry the autograd graph; weights get their gradients in ``weight_grads`` (StackedLinear).
-        self.params = {name: t.requires_grad_(name.startswith("b")) for name, t in stacked.items()}
-        self.weight_grads = {name: torch.zeros_like(t) for name, t in self.params.items() if name.startswith("w")}
-        self.state_logits = torch.zeros(len(configs), int(n_states) - 1, requires_grad=True)
-        self.active = torch.arange(len(configs))  # positions still training
+            data[name] = torch.stack([r.t() if name.startswith("w") else r[None] for r in rows])
+        data["state_logits"] = torch.stack([init_state_logits(c.seed, n_states - 1, recipe.weighted_init) for c in self.configs])
+        self.data = data  # the stacked rows of the active probes (the optimisers update them in place)
         n = len(configs)
-        self.snapshot = {name: t.detach().clone() for name, t in self.params.items()}
-        self.snapshot_logits = self.state_logits.detach().clone()
+        self.active = torch.arange(n)  # positions still training
+        self.snapshot = {name: t.clone() for name, t in data.items()}
         self.best_score = np.full(n, -np.inf)  # best monitor (snapshot rule: strictly greater)
         self.stop_best = np.full(n, -np.inf, dtype=np.float32)  # early stopping's best
         self.wait = np.zeros(n, dtype=np.int64)
         self.best_epoch = np.zeros(n, dtype=np.int64)
         self.epochs = np.zeros(n, dtype=np.int64)
         self.stopped = np.zeros(n, dtype=bool)
-        # Adam's moments, stacked like the parameters; one step count for all (they start together).
-        self.moments = {name: (torch.zeros_like(t), torch.zeros_like(t)) for name, t in self._tensors().items()}
-        self.step_count = 0
-        # Per probe, an Adam that is never stepped: it holds the probe's hyper-parameters (torch's
-        # defaults, as in the one-probe trainer) and the learning rate its ReduceLROnPlateau lowers.
-        self.lr_holders: list[torch.optim.Adam | None] = [None] * n
+        self.probe_optimizers: list[torch.optim.Adam | None] = [None] * n
         self.schedulers: list[Any] = [None] * n
-        schedule = recipe.lr_schedule
         for pos, config in enumerate(self.configs):
-            holder = torch.optim.Adam([torch.zeros(1)], lr=config.lr, weight_decay=recipe.weight_decay, fused=True)
-            self.lr_holders[pos] = holder
-            self.schedulers[pos] = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                holder, mode="max", factor=schedule.factor, patience=schedule.patience, threshold=schedule.threshold
-            )
-        self._perms: list[torch.Tensor] = []
+            self.probe_optimizers[pos] = torch.optim.Adam(self._rows(pos, pos), lr=config.lr, weight_decay=recipe.weight_decay, fused=True)
+            self.schedulers[pos] = self._scheduler(self.probe_optimizers[pos])
+        self._leaves = self._make_leaves()
+        self._batches: list[list[torch.Tensor]] = []
 
-    # -- the stacked Adam ---------------------------------------------------------------------------
+    # -- per-probe optimisers over rows of the stacked tensors -----------------------------------------
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        """Every stacked trained tensor by name (the heads' parameters and the state logits)."""
-        return {**self.params, "state_logits": self.state_logits}
+    def _rows(self, pos: int, row: int) -> list[torch.Tensor]:
+        """The trained tensors of the probe at ``pos`` (row ``row`` of the stacked tensors), as views."""
+        names = self.head_names + (["state_logits"] if self.layer_of[pos] < 0 else [])
+        return [self.data[name][row] for name in names]
 
-    def _adam_step(self) -> None:
-        """One Adam step of every active probe: torch's fused Adam kernel (the one Adam(fused=True)
-        runs) over the probes' rows, one call per distinct hyper-parameter set. The kernel works
-        tensor by tensor, so each probe's update is the one its own optimiser would make."""
-        self.step_count += 1
-        step = torch.tensor(float(self.step_count))
-        tensors = self._tensors()
-        groups: dict[tuple, list[int]] = {}
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        schedule = self.recipe.lr_schedule
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=schedule.factor, patience=schedule.patience, threshold=schedule.threshold
+        )
+
+    def _make_leaves(self) -> dict[str, torch.Tensor]:
+        """Autograd leaves sharing memory with ``data``: the forward reads them, backward fills their .grad."""
+        return {name: t.detach().requires_grad_() for name, t in self.data.items()}
+
+    def _step_optimisers(self) -> None:
+        """Hand every active probe its rows of the stacked gradients and step its Adam."""
         for row, pos in enumerate(self.active.tolist()):
-            group = self.lr_holders[pos].param_groups[0]
-            key = (group["lr"], group["betas"], group["eps"], group["weight_decay"])
-            groups.setdefault(key, []).append(row)
-        n_single = self.layout0.take(self.active).n_single
-        with torch.no_grad():
-            for (lr, (beta1, beta2), eps, weight_decay), rows in groups.items():
-                lists: list[list[torch.Tensor]] = [[], [], [], []]
-                for name, tensor in tensors.items():
-                    exp_avg, exp_avg_sq = self.moments[name]
-                    grad = self.weight_grads.get(name, tensor.grad)
-                    for row in rows:
-                        if name == "state_logits" and row < n_single:
-                            continue  # single-state probes have no mixture
-                        for target, source in zip(lists, (tensor, grad, exp_avg, exp_avg_sq)):
-                            target.append(source[row])
-                torch._fused_adam_(*lists, [], [step] * len(lists[0]), lr=lr, beta1=beta1, beta2=beta2,
-                                   weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
-        for tensor in tensors.values():
-            tensor.grad = None
+            optimizer = self.probe_optimizers[pos]
+            params = optimizer.param_groups[0]["params"]
+            names = self.head_names + (["state_logits"] if self.layer_of[pos] < 0 else [])
+            for param, name in zip(params, names):
+                param.grad = self._leaves[name].grad[row]
+            optimizer.step()
+            for param in params:
+                param.grad = None
+        for leaf in self._leaves.values():
+            leaf.grad = None
 
     def _compact(self) -> None:
-        """Drop stopped probes from the stacked tensors (their snapshots are already taken)."""
+        """Drop stopped probes from the stacked tensors (their snapshots are already taken); each kept
+        probe gets an Adam over its new rows carrying its state (moments, step, learning rate)."""
         done = torch.from_numpy(self.stopped[self.active.numpy()])
         for pos in self.active[done].tolist():
-            self.lr_holders[pos] = self.schedulers[pos] = None
+            self.probe_optimizers[pos] = self.schedulers[pos] = None
         keep = torch.nonzero(~done).flatten()
-        self.params = {name: t.detach()[keep].clone().requires_grad_(name.startswith("b")) for name, t in self.params.items()}
-        self.weight_grads = {name: torch.empty_like(self.params[name]) for name in self.weight_grads}
-        self.state_logits = self.state_logits.detach()[keep].clone().requires_grad_()
-        self.moments = {name: (m[keep].clone(), v[keep].clone()) for name, (m, v) in self.moments.items()}
+        self.data = {name: t[keep].clone() for name, t in self.data.items()}
         self.active = self.active[keep]
+        for row, pos in enumerate(self.active.tolist()):
+            old_optimizer, old_scheduler = self.probe_optimizers[pos], self.schedulers[pos]
+            optimizer = torch.optim.Adam(self._rows(pos, row), fused=True)
+            optimizer.load_state_dict(old_optimizer.state_dict())
+            scheduler = self._scheduler(optimizer)
+            scheduler.load_state_dict(old_scheduler.state_dict())
+            self.probe_optimizers[pos], self.schedulers[pos] = optimizer, scheduler
+        self._leaves = self._make_leaves()
 
     def _take_snapshot(self, rows: list[int]) -> None:
         if not rows:
             return
         index = torch.tensor(rows)
         positions = self.active[index]
-        with torch.no_grad():
-            for name, tensor in self.params.items():
-                self.snapshot[name][positions] = tensor[index]
-            self.snapshot_logits[positions] = self.state_logits[index]
+        for name, tensor in self.data.items():
+            self.snapshot[name][positions] = tensor[index]
 
     # -- Lightning hooks --------------------------------------------------------------------------
 
@@ -273,49 +199,70 @@ class ProbeBank(L.LightningModule):
         return int(self.active.numel())
 
     def configure_optimizers(self) -> None:
-        return None  # the bank steps its stacked Adam itself (_adam_step)
+        return None  # each probe's Adam is stepped by the bank itself (_step_optimisers)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        n_steps = -(-self.splits["train"].n_windows // self.recipe.batch_size)
+        train = self.splits["train"]
+        units = train.n_items if self.recipe.batch_unit == "item" else train.n_windows
+        n_steps = -(-units // self.recipe.batch_size)
         return torch.utils.data.DataLoader(list(range(n_steps)), batch_size=None)
 
     def on_train_epoch_start(self) -> None:
-        n = self.splits["train"].n_windows
-        self._perms = [epoch_permutation(gen, n) for gen in self.shuffle_gens]
+        train, unit, size = self.splits["train"], self.recipe.batch_unit, self.recipe.batch_size
+        self._batches = [epoch_batches(gen, train, unit, size) for gen in self.shuffle_gens]
+
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        """(seed group, single-state rows, weighted rows) of the active probes, in row order."""
+        groups = self.group_of[self.active]
+        singles = self.layer_of[self.active] >= 0
+        blocks = []
+        for group in torch.unique_consecutive(groups).tolist():
+            mine = groups == group
+            n_single = int((mine & singles).sum())
+            blocks.append((group, n_single, int(mine.sum()) - n_single))
+        return blocks
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        train, size = self.splits["train"], self.recipe.batch_size
-        windows = [perm[batch_idx * size : (batch_idx + 1) * size] for perm in self._perms]
-        states = torch.stack([train.features[w].float() for w in windows])  # [G, B, L, D]
-        targets = torch.stack([train.labels[train.item_of_window[w]] for w in windows])  # [G, B, T]
-        layout = self.layout0.take(self.active)
-        parts = []
-        if layout.n_single:
-            parts.append(states[layout.group_of[: layout.n_single], :, layout.layer_of[: layout.n_single]])
-        if layout.n_single < self.n_active:
-            weighted = states[:, :, 1:][layout.group_of[layout.n_single :]]
-            parts.append(mix_states(self.state_logits[layout.n_single :], weighted))
-        mask = None
-        if self.shape.hidden is not None and self.shape.dropout > 0:
-            batch_shape = (states.shape[1], self.shape.hidden)
-            masks = torch.stack([dropout_mask(gen, batch_shape, self.shape.dropout) for gen in self.dropout_gens])
-            mask = masks[layout.group_of]
-        logits, targets = head_logits(self.params, parts, mask, self.weight_grads), targets[layout.group_of]
-        # One probe at a time, for the same reason as in predict_items (BCE's sigmoid in backward).
-        loss = torch.stack([probe_loss(logits[p], targets[p], self.task) for p in range(len(logits))]).sum()
-        self.manual_backward(loss)
-        self._adam_step()
+        train, leaves = self.splits["train"], self._leaves
+        blocks = self._blocks()
+        sizes = [n for _, n_single, n_weighted in blocks for n in (n_single, n_weighted)]
+        # split() (not slicing): its backward writes every block's gradient into one tensor.
+        pieces = {name: leaf.split(sizes) for name, leaf in leaves.items()}
+        layer_of = self.layer_of[self.active].split(sizes)
+        losses = []
+        for k, (group, n_single, n_weighted) in enumerate(blocks):
+            windows = self._batches[group][batch_idx]
+            states = train.features[windows].float()  # [B, L, D]
+            targets = train.labels[train.item_of_window[windows]]  # [B, T]
+            inputs, used = [], [k_ for k_ in (2 * k, 2 * k + 1) if sizes[k_]]
+            if n_single:
+                inputs.append(states.transpose(0, 1)[layer_of[2 * k]])
+            if n_weighted:
+                inputs.append(mix_states(pieces["state_logits"][2 * k + 1], states[None, :, 1:].expand(n_weighted, -1, -1, -1)))
+            first = ("w", "b") if self.shape.hidden is None else ("w1", "b1")
+            out = _linear_blocks(inputs, [pieces[first[0]][i] for i in used], [pieces[first[1]][i] for i in used])
+            if self.shape.hidden is not None:
+                hidden = out.relu()
+                if self.shape.dropout > 0:
+                    mask = dropout_mask(self.dropout_gens[group], (states.shape[0], self.shape.hidden), self.shape.dropout)
+                    hidden = hidden * mask
+                w2, b2 = (torch.cat([pieces[name][i] for i in used]) for name in ("w2", "b2"))
+                out = torch.baddbmm(b2, hidden, w2)
+            # One probe at a time, for the same reason as in predict_items (BCE's sigmoid in backward).
+            losses += [probe_loss(row, targets, self.task) for row in out]
+        self.manual_backward(torch.stack(losses).sum())
+        self._step_optimisers()
 
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch + 1
-        layout = self.layout0.take(self.active)
         valid = self.splits["valid"]
-        scores = monitor_scores(valid.labels, predict_items(self.params, self.state_logits, layout, valid, self.task))
+        probs = predict_items(self.data, self.data["state_logits"], self.layer_of[self.active], valid, self.task)
+        scores = monitor_scores(valid.labels, probs, self.recipe.empty_tags)
         stopping = self.recipe.early_stopping
         improved, finished = [], []
         for row, (pos, score) in enumerate(zip(self.active.tolist(), scores)):
             self.epochs[pos] = epoch
-            if score > self.best_score[pos]:  # the snapshot rule (KeepWeights in single.py)
+            if score > self.best_score[pos]:  # the snapshot rule of the one-probe trainer
                 self.best_score[pos], self.best_epoch[pos] = score, epoch
                 improved.append(row)
             # Lightning's EarlyStopping rule, one probe at a time (the callback stops the whole Trainer).
@@ -339,7 +286,7 @@ class ProbeBank(L.LightningModule):
 
     def final_probabilities(self, split: SplitTensors) -> torch.Tensor:
         """Item probabilities [P, n_items, T] of every probe with its kept weights, by chunk index."""
-        probs = predict_items(self.snapshot, self.snapshot_logits, self.layout0, split, self.task)
+        probs = predict_items(self.snapshot, self.snapshot["state_logits"], self.layer_of, split, self.task)
         by_chunk = torch.empty_like(probs)
         by_chunk[torch.tensor(self.chunk_index)] = probs
         return by_chunk

@@ -1,8 +1,9 @@
 """Math shared by the one-probe and the batched trainers, so that both compute the same numbers.
 
-A probe's randomness is a function of its seed alone, drawn from three independent streams:
-``init`` (weights, once), ``shuffle`` (one permutation of the training windows per epoch) and
-``dropout`` (one mask per training step). Probes of the same seed therefore start from the same
+A probe's randomness is a function of its seed alone, drawn from four independent streams:
+``init`` (head weights, once), ``shuffle`` (one permutation of the training windows or items per
+epoch), ``dropout`` (one mask per training step) and ``mixture`` (the weighted sum's initial layer
+logits under ``weighted_init: randn``). Probes of the same seed therefore start from the same
 weights and see the same batches whatever their learning rate or layer (common random numbers).
 """
 
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-STREAMS = ("init", "shuffle", "dropout")
+from marble_eval.probes.data import SplitTensors
+
+STREAMS = ("init", "shuffle", "dropout", "mixture")
 EVAL_ROWS = 256  # windows per forward pass at evaluation (same in both trainers: same matmul shapes)
 Layer = int | str  # a hidden-state index, or "weighted"
 WEIGHTED = "weighted"
@@ -50,9 +53,32 @@ def init_head(seed: int, shape: HeadShape) -> list[torch.Tensor]:
     return tensors
 
 
+def init_state_logits(seed: int, n_states: int, how: str) -> torch.Tensor:
+    """Initial logits [n_states] of a weighted sum's softmax over layers: zeros (``uniform``: equal
+    weights) or standard normal from the probe's ``mixture`` stream (``randn``, as MARBLE v1's
+    ``torch.randn(1, L, 1)`` layer weights)."""
+    if how == "uniform":
+        return torch.zeros(n_states)
+    return torch.randn(n_states, generator=stream(seed, "mixture"))
+
+
 def epoch_permutation(gen: torch.Generator, n: int) -> torch.Tensor:
-    """The order of the training windows for one epoch (one randperm per epoch, nothing else drawn)."""
+    """The order of the training windows (or items) for one epoch (one randperm per epoch, nothing else drawn)."""
     return torch.randperm(n, generator=gen)
+
+
+def epoch_batches(gen: torch.Generator, split: SplitTensors, batch_unit: str, batch_size: int) -> list[torch.Tensor]:
+    """The training batches of one epoch as window indices, from one permutation drawn from ``gen``.
+    ``window``: batches of ``batch_size`` windows. ``item`` (MARBLE v1): batches of ``batch_size``
+    items with all their windows (in window order within an item), ceil(n_items / batch_size) steps."""
+    if batch_unit == "window":
+        return list(epoch_permutation(gen, split.n_windows).split(batch_size))
+    order = torch.argsort(split.item_of_window, stable=True)
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64), split.windows_per_item.long().cumsum(0)])
+    batches = []
+    for items in epoch_permutation(gen, split.n_items).split(batch_size):
+        batches.append(torch.cat([order[starts[i] : starts[i + 1]] for i in items.tolist()]))
+    return batches
 
 
 def dropout_mask(gen: torch.Generator, shape: tuple[int, ...], p: float) -> torch.Tensor:

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from marble_eval.datasets.base import SPLITS, TASKS
 from marble_eval.errors import MarbleEvalError
-
-SPLITS = ("train", "valid", "test")
-TASKS = ("multilabel", "multiclass")
 
 
 @dataclass

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from pydantic import RootModel
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.lightning_utils import torch_threads
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
-from marble_eval.probes.core import WEIGHTED, EVAL_ROWS, Layer
+from marble_eval.probes.checkpoint import GridCheckpoint, grid_digest
+from marble_eval.probes.core import EVAL_ROWS, WEIGHTED, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import split_metrics
-from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
-from marble_eval.probes.progress import ProbeProgress, grid_progress
+from marble_eval.probes.lightning_utils import make_trainer, quiet_fit
+from marble_eval.probes.progress import ProbeProgress
 from marble_eval.probes.recipe import ProbeRecipe
 from marble_eval.probes.selection import scalar_metrics, select_index, summarise
+from marble_eval.progress import progress_bar
 
 MARBLE_LRS = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)  # CultureMERT reports the mean over five seeds
@@ -68,10 +71,12 @@ class GridResult:
     """Every configuration's metrics, each seed's selected configuration and the summary over seeds.
 
     ``configs``: {lr, layer, seed, epochs, best_epoch, valid, test} with scalar metrics (None for a
-    probe that diverged). ``selected``: per seed {seed, index (into configs), lr, layer, valid, test}
-    with the full test metrics (per-tag ROC-AUC/AP, excluded tags). ``summary``: {metric: {mean,
-    std, n}} over seeds of the selected test metrics. ``excluded_tags``: tags left out of the test
-    split's macro averages (no positive, or no negative, test item)."""
+    probe that diverged), every trained configuration in grid order. ``selected``: per seed {seed,
+    index (into configs), lr, layer, valid, test} with the full test metrics (per-tag ROC-AUC/AP,
+    excluded/zeroed tags). ``summary``: {metric: {mean, std, n}} over seeds of the selected test
+    metrics. ``excluded_tags`` / ``zeroed_tags``: tags left out of / scored 0 in the test split's
+    macro averages (no positive, or no negative, test item). ``protocol``: the recipe's resolved open
+    choices (ProbeRecipe.protocol())."""
 
     task: str
     tags: list[str]
@@ -83,6 +88,8 @@ class GridResult:
     summary: dict[str, dict[str, float]]
     seconds: float = 0.0
     excluded_tags: list[Any] = field(default_factory=list)
+    zeroed_tags: list[Any] = field(default_factory=list)
+    protocol: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     # Per seed (grid.seeds order): test item probabilities [n_test, T] of the selected probe.
     # Kept out of the JSON (it can be large); results.write_predictions stores it beside it.
@@ -113,9 +120,10 @@ def _train_chunk(
     configs: list[ProbeConfig], splits: dict[str, SplitTensors], recipe: ProbeRecipe, task: str,
     tags: list[str], max_epochs: int, callback: ProbeProgress, timing: dict[str, float],
 ) -> list[dict[str, Any]]:
+    """Train one chunk of configurations as one ProbeBank; their results (with test probabilities)."""
     started = time.perf_counter()
     bank = ProbeBank(recipe, splits, task, configs)
-    with quiet_lightning():
+    with quiet_fit():
         make_trainer(max_epochs, [callback], validate=False).fit(bank)
     trained = time.perf_counter()
     timing["train_seconds"] += trained - started
@@ -123,7 +131,8 @@ def _train_chunk(
     probs = {name: bank.final_probabilities(splits[name]) for name in ("valid", "test")}
     results = []
     for index, config in enumerate(configs):
-        metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags) for name in probs}
+        metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags, recipe.empty_tags)
+                   for name in probs}
         if recipe.restore_best and records[index]["best_epoch"] == 0:  # never had a finite score
             metrics = {name: None for name in probs}
         results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics,
@@ -132,21 +141,56 @@ def _train_chunk(
     return results
 
 
-def _keep_winners_probabilities(results: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Free the test probabilities of every configuration that is not (yet) its seed's selection.
+def _winners(results: dict[int, dict[str, Any]], seeds: list[int], selection: str) -> set[int]:
+    """Grid indices of each seed's selection among the finished configurations so far.
 
     Selection is a total order over configurations in grid order, so the winner so far is the
-    only one that can still be selected: memory stays at one [n_test, T] array per seed.
+    only one that can still be selected: other test probabilities can be freed (and need not be saved).
     """
+    indices = sorted(results)
+    done = [results[i] for i in indices]
     winners = set()
     for seed in seeds:
         try:
-            winners.add(select_index(results, seed))
+            winners.add(indices[select_index(done, seed, selection)])
         except MarbleEvalError:
             pass  # this seed has no finished (or no finite) configuration yet
-    for index, result in enumerate(results):
-        if index not in winners:
-            result["_test_probs"] = None
+    return winners
+
+
+class _Trainer:
+    """Trains configurations chunk by chunk, reusing (and saving) completed chunks in a checkpoint."""
+
+    def __init__(self, splits: dict[str, SplitTensors], recipe: ProbeRecipe, task: str, tags: list[str],
+                 epochs: int, size: int, checkpoint: GridCheckpoint | None, bar: Any, task_id: Any) -> None:
+        self.splits, self.recipe, self.task, self.tags, self.epochs = splits, recipe, task, tags, epochs
+        self.size, self.checkpoint, self.bar, self.task_id = size, checkpoint, bar, task_id
+        self.timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
+        self.resumed = 0
+
+    def run(self, configs: list[ProbeConfig], seeds: list[int]) -> list[dict[str, Any]]:
+        """Results of ``configs`` (in their order), each trained once across checkpoint and run."""
+        saved = self.checkpoint.load() if self.checkpoint else {}
+        results: dict[int, dict[str, Any]] = {}
+        for index, config in enumerate(configs):
+            if config in saved:
+                results[index] = saved[config]
+        self.resumed += len(results)
+        self.bar.advance(self.task_id, len(results))
+        todo = [index for index in range(len(configs)) if index not in results]
+        chunks = [todo[start : start + self.size] for start in range(0, len(todo), self.size)]
+        for number, chunk in enumerate(chunks, 1):
+            callback = ProbeProgress(self.bar, self.task_id, number, len(chunks))
+            trained = _train_chunk([configs[i] for i in chunk], self.splits, self.recipe, self.task, self.tags,
+                                   self.epochs, callback, self.timing)
+            results.update(zip(chunk, trained))
+            winners = _winners(results, seeds, self.recipe.selection)
+            for index, result in results.items():
+                if index not in winners:
+                    result["_test_probs"] = None
+            if self.checkpoint:
+                self.checkpoint.save([configs[i] for i in chunk], [results[i] for i in chunk])
+        return [results[index] for index in range(len(configs))]
 
 
 def run_grid(
@@ -159,10 +203,17 @@ def run_grid(
     max_epochs: int | None = None,
     chunk_size: int | None = None,
     threads: int | None = None,
+    checkpoint_dir: Path | None = None,
+    features_digest: str | None = None,
 ) -> GridResult:
     """Train every configuration of ``grid`` batched (``chunk_size`` probes at a time; results do not
-    depend on it), select per seed on validation macro ROC-AUC, and summarise over seeds.
-    ``threads``: torch intra-op threads while training (None: torch's current setting)."""
+    depend on it), select on validation as the recipe says (``selection``, ``selection_scope``), and
+    summarise over seeds. ``threads``: torch intra-op threads while training (None: torch's setting).
+
+    ``checkpoint_dir``: completed chunks are saved there (atomically) under a digest of everything
+    the result depends on (``features_digest``, recipe, grid, task, tags, epochs; without a
+    ``features_digest`` the features' bytes are hashed), and a rerun with the same inputs trains only
+    what is missing; its result equals an uninterrupted run's."""
     started = time.perf_counter()
     splits = check_data(data, task)
     n_states, dim = (int(n) for n in splits["train"].features.shape[1:])
@@ -171,20 +222,25 @@ def run_grid(
         raise MarbleEvalError(f"{len(tags)} tag names for {n_labels} label columns; pass one name per column")
     grid.check(n_states)
     epochs = max_epochs or recipe.max_epochs
-    configs = grid.configs()
     size = chunk_size or auto_chunk_size(recipe, n_states, dim, n_labels)
-    chunks = [configs[start : start + size] for start in range(0, len(configs), size)]
-    results: list[dict[str, Any]] = []
-    timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
-    with grid_progress(progress) as bar, torch_threads(threads):
-        task_id = bar.add_task("probes", total=len(configs))
-        for number, chunk in enumerate(chunks, 1):
-            callback = ProbeProgress(bar, task_id, number, len(chunks))
-            results += _train_chunk(chunk, splits, recipe, task, list(tags), epochs, callback, timing)
-            _keep_winners_probabilities(results, grid.seeds)
+    recipe_dict = RootModel[ProbeRecipe](recipe).model_dump()
+    checkpoint = None
+    if checkpoint_dir is not None:
+        digest = grid_digest(features_digest, data, recipe_dict, asdict(grid), task, list(tags), epochs)
+        checkpoint = GridCheckpoint(Path(checkpoint_dir), digest)
+    with progress_bar(progress) as bar, torch_threads(threads):
+        once = recipe.selection_scope == "once" and len(grid.seeds) > 1
+        first = [c for c in grid.configs() if c.seed == grid.seeds[0]] if once else grid.configs()
+        rest_seeds = grid.seeds[1:] if once else []
+        task_id = bar.add_task("probes", total=len(first) + len(rest_seeds))
+        trainer = _Trainer(splits, recipe, task, list(tags), epochs, size, checkpoint, bar, task_id)
+        results = trainer.run(first, grid.seeds)
+        if once:  # seed 0 chose; the other seeds train only its configuration
+            chosen = results[select_index(results, grid.seeds[0], recipe.selection)]
+            results += trainer.run([ProbeConfig(chosen["lr"], chosen["layer"], seed) for seed in rest_seeds], rest_seeds)
     selected, test_probabilities = [], []
     for seed in grid.seeds:
-        index = select_index(results, seed)
+        index = select_index(results, seed, recipe.selection)
         chosen = results[index]
         selected.append({
             "seed": seed, "index": index, "lr": chosen["lr"], "layer": chosen["layer"],
@@ -193,17 +249,22 @@ def run_grid(
         test_probabilities.append(chosen["_test_probs"])
     configs_out = [{**{k: v for k, v in r.items() if k != "_test_probs"}, "valid": scalar_metrics(r["valid"]),
                     "test": scalar_metrics(r["test"])} for r in results]
+    first_test = selected[0]["test"] or {}
+    rule = {"roc_auc": "valid roc_auc", "roc_auc_ap_mean": "mean of valid roc_auc and map"}[recipe.selection]
     return GridResult(
         task=task,
         tags=list(tags),
-        recipe=RootModel[ProbeRecipe](recipe).model_dump(),
+        recipe=recipe_dict,
         grid=asdict(grid),
         max_epochs=epochs,
         configs=configs_out,
         selected=selected,
         summary=summarise(selected),
         seconds=time.perf_counter() - started,
-        excluded_tags=list(selected[0]["test"]["excluded_tags"]) if selected[0]["test"] else [],
+        excluded_tags=list(first_test.get("excluded_tags", [])),
+        zeroed_tags=list(first_test.get("zeroed_tags", [])),
+        protocol=recipe.protocol(),
         test_probabilities=test_probabilities,
-        meta={"chunk_size": size, "selection": "max valid roc_auc, then valid map, then grid order", **timing},
+        meta={"chunk_size": size, "selection": f"max {rule}, then valid map, then grid order ({recipe.selection_scope})",
+              "resumed_configs": trainer.resumed, **trainer.timing},
     )

@@ -1,23 +1,9 @@
-"""A rich progress bar over the probes of a grid, fed by a Lightning callback."""
+"""The probe grid's progress: the shared rich bar (marble_eval.progress), fed by a Lightning callback."""
 
 from __future__ import annotations
 
 import lightning as L
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-
-def grid_progress(enabled: bool) -> Progress:
-    """The bar (on stderr); a disabled one when ``enabled`` is false."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("probes"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
+from rich.progress import Progress
 
 
 class ProbeProgress(L.Callback):
@@ -28,7 +14,8 @@ class ProbeProgress(L.Callback):
         self.started = 0
 
     def _describe(self, trainer: L.Trainer, active: int) -> str:
-        return f"chunk {self.chunk}/{self.n_chunks} epoch {trainer.current_epoch + 1}/{trainer.max_epochs} training {active}"
+        return (f"probes: chunk {self.chunk}/{self.n_chunks} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+                f" training {active}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = pl_module.n_active

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from marble_eval.configs import load_config
+from marble_eval.configs import STRICT, load_config
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import probes_dir
-
-STRICT = ConfigDict(extra="forbid")
 
 
 @dataclass(config=STRICT)
@@ -34,7 +32,24 @@ class EarlyStopping:
 
 @dataclass(config=STRICT)
 class ProbeRecipe:
-    """How one probe is trained (PROTOCOL 3). ``head`` mlp: Linear-ReLU-Dropout-Linear; linear: Linear."""
+    """How one probe is trained (PROTOCOL 3). ``head`` mlp: Linear-ReLU-Dropout-Linear; linear: Linear.
+
+    The protocol's open choices, MARBLE v1's value first (the default):
+    - ``batch_unit``: ``item`` = each batch holds ``batch_size`` items with all their windows stacked
+      (v1's train_collate_fn; BCE averaged over the batch's window rows); ``window`` = batches of
+      ``batch_size`` windows, each window a sample.
+    - ``weighted_init``: the weighted sum's initial layer logits: ``randn`` (v1's torch.randn layer
+      weights, drawn per probe seed) or ``uniform`` (zeros: equal weights).
+    - ``selection``: the validation score that picks a seed's configuration: ``roc_auc`` (v1's
+      monitor, also what early stopping and the LR schedule watch) or ``roc_auc_ap_mean`` (the mean
+      of ROC-AUC and AP, as the MARBLE paper ranks tagging results). Ties: higher AP, then grid order.
+    - ``selection_scope``: ``per_seed`` = each seed picks its own configuration on validation;
+      ``once`` = seed 0 (the first seed) picks, then only that configuration is trained for the other
+      seeds. v1 ran one seed, where both are the same; per_seed is the default.
+    - ``empty_tags``: a tag without a positive (ROC-AUC: or without a negative) item in the evaluated
+      split: ``zero`` = scored 0 and averaged in (v1 / torchmetrics), ``exclude`` = left out of the
+      macro averages and named.
+    """
 
     name: str
     version: str
@@ -50,6 +65,16 @@ class ProbeRecipe:
     lr_schedule: PlateauSchedule = Field(default_factory=PlateauSchedule)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     restore_best: bool = True
+    batch_unit: Literal["item", "window"] = "item"
+    weighted_init: Literal["randn", "uniform"] = "randn"
+    selection: Literal["roc_auc", "roc_auc_ap_mean"] = "roc_auc"
+    selection_scope: Literal["per_seed", "once"] = "per_seed"
+    empty_tags: Literal["zero", "exclude"] = "zero"
+
+    def protocol(self) -> dict[str, str]:
+        """The open protocol choices as resolved for this recipe (recorded with every result)."""
+        return {"batch_unit": self.batch_unit, "weighted_init": self.weighted_init, "selection": self.selection,
+                "selection_scope": self.selection_scope, "empty_tags": self.empty_tags}
 
     @model_validator(mode="after")
     def _head_fields(self) -> "ProbeRecipe":

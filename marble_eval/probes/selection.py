@@ -18,12 +18,20 @@ def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in metrics.items() if key != "per_tag"}
 
 
-def select_index(configs: list[dict[str, Any]], seed: int) -> int:
-    """Index of the selected configuration of ``seed``: highest validation macro ROC-AUC; ties go to
-    the higher validation mAP, then to the configuration that comes first in grid order.
+def selection_score(valid: dict[str, Any], selection: str) -> float:
+    """The validation score a configuration is selected on: macro ROC-AUC (``roc_auc``) or the mean
+    of macro ROC-AUC and mAP (``roc_auc_ap_mean``)."""
+    if selection == "roc_auc":
+        return valid["roc_auc"]
+    return (valid["roc_auc"] + valid["map"]) / 2
+
+
+def select_index(configs: list[dict[str, Any]], seed: int, selection: str = "roc_auc") -> int:
+    """Index of the selected configuration of ``seed``: highest ``selection_score``; ties go to the
+    higher validation mAP, then to the configuration that comes first in grid order.
     Configurations without validation metrics (diverged) are never selected."""
     candidates = [
-        (-c["valid"]["roc_auc"], -c["valid"]["map"], index)
+        (-selection_score(c["valid"], selection), -c["valid"]["map"], index)
         for index, c in enumerate(configs)
         if c["seed"] == seed and c["valid"] is not None
     ]

@@ -1,4 +1,6 @@
-"""One probe as a plain LightningModule: the reference the batched grid trainer must reproduce."""
+"""One probe as a plain LightningModule (stock nn.Linear, torch.optim.Adam, ReduceLROnPlateau and
+Lightning's EarlyStopping): the reference the batched grid trainer (marble_eval.probes.bank) must
+reproduce exactly. Test-only: production code trains through the grid."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from marble_eval.probes.core import (
     HeadShape,
     Layer,
     dropout_mask,
-    epoch_permutation,
+    epoch_batches,
     init_head,
+    init_state_logits,
     item_probabilities,
     mix_states,
     probe_loss,
@@ -27,7 +30,8 @@ from marble_eval.probes.core import (
 )
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import monitor_score, split_metrics
-from marble_eval.probes.lightning_utils import make_trainer, quiet_lightning, torch_threads
+from marble_eval.lightning_utils import torch_threads
+from marble_eval.probes.lightning_utils import make_trainer, quiet_fit
 from marble_eval.probes.recipe import ProbeRecipe
 
 MONITOR = "valid_roc_auc"
@@ -52,18 +56,19 @@ def _as_batch(batch: Any) -> Any:
     return batch
 
 
-class EpochSampler(Sampler[int]):
-    """One permutation of the windows per epoch from the probe's ``shuffle`` stream.
+class EpochBatches(Sampler[list[int]]):
+    """A batch sampler: each epoch's batches (windows, or whole items) from the probe's ``shuffle`` stream.
     (torch's RandomSampler also draws a discarded remainder permutation every epoch.)"""
 
-    def __init__(self, n: int, gen: torch.Generator) -> None:
-        self.n, self.gen = n, gen
+    def __init__(self, split: SplitTensors, batch_unit: str, batch_size: int, gen: torch.Generator) -> None:
+        self.split, self.batch_unit, self.batch_size, self.gen = split, batch_unit, batch_size, gen
 
     def __len__(self) -> int:
-        return self.n
+        units = self.split.n_items if self.batch_unit == "item" else self.split.n_windows
+        return -(-units // self.batch_size)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(epoch_permutation(self.gen, self.n).tolist())
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([batch.tolist() for batch in epoch_batches(self.gen, self.split, self.batch_unit, self.batch_size)])
 
 
 class SeededDropout(nn.Module):
@@ -82,10 +87,11 @@ class SeededDropout(nn.Module):
 class Probe(nn.Module):
     """Layer choice + head: [B, L, D] window features -> [B, T] logits."""
 
-    def __init__(self, shape: HeadShape, n_states: int, layer: Layer, seed: int) -> None:
+    def __init__(self, shape: HeadShape, n_states: int, layer: Layer, seed: int, weighted_init: str = "uniform") -> None:
         super().__init__()
         self.layer = layer
-        self.state_logits = nn.Parameter(torch.zeros(n_states - 1)) if layer == WEIGHTED else None
+        initial = init_state_logits(seed, n_states - 1, weighted_init)
+        self.state_logits = nn.Parameter(initial) if layer == WEIGHTED else None
         linears = [nn.Linear(shape.dim, shape.n_labels)] if shape.hidden is None else [
             nn.Linear(shape.dim, shape.hidden), nn.Linear(shape.hidden, shape.n_labels)
         ]
@@ -117,16 +123,16 @@ class ProbeModule(L.LightningModule):
         n_states, dim = train.features.shape[1:]
         shape = HeadShape(dim, recipe.hidden_dim, train.labels.shape[1], recipe.dropout)
         self.recipe, self.splits, self.task, self.lr, self.seed = recipe, splits, task, lr, seed
-        self.probe = Probe(shape, n_states, layer, seed)
+        self.probe = Probe(shape, n_states, layer, seed, recipe.weighted_init)
         self._valid_logits: list[torch.Tensor] = []
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.probe(states)
 
     def train_dataloader(self) -> DataLoader:
-        data = WindowBatches(self.splits["train"])
-        sampler = EpochSampler(len(data), stream(self.seed, "shuffle"))
-        return DataLoader(data, batch_size=self.recipe.batch_size, sampler=sampler, collate_fn=_as_batch)
+        train = self.splits["train"]
+        sampler = EpochBatches(train, self.recipe.batch_unit, self.recipe.batch_size, stream(self.seed, "shuffle"))
+        return DataLoader(WindowBatches(train), batch_sampler=sampler, collate_fn=_as_batch)
 
     def val_dataloader(self) -> DataLoader:
         data = WindowBatches(self.splits["valid"])
@@ -144,7 +150,7 @@ class ProbeModule(L.LightningModule):
         logits = torch.cat(self._valid_logits)
         self._valid_logits.clear()
         probs = item_probabilities(logits, valid.item_of_window, valid.windows_per_item, self.task)
-        self.log(MONITOR, monitor_score(valid.labels, probs))
+        self.log(MONITOR, monitor_score(valid.labels, probs, self.recipe.empty_tags))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.recipe.weight_decay, fused=True)
@@ -177,14 +183,16 @@ class KeepWeights(L.Callback):
             self.state = copy.deepcopy(pl_module.probe.state_dict())
 
 
-def evaluate_probe(probe: nn.Module, split: SplitTensors, task: str, tags: list[str] | None) -> dict[str, Any]:
+def evaluate_probe(probe: nn.Module, split: SplitTensors, task: str, tags: list[str] | None,
+                   empty_tags: str = "exclude") -> dict[str, Any]:
     """Full metrics of one probe on one split (eval mode, windows in EVAL_ROWS chunks)."""
     probe.eval()
     with torch.no_grad():
         logits = torch.cat([
             probe(split.features[start : start + EVAL_ROWS].float()) for start in range(0, split.n_windows, EVAL_ROWS)
         ])
-    return split_metrics(split.labels, item_probabilities(logits, split.item_of_window, split.windows_per_item, task), task, tags)
+    probs = item_probabilities(logits, split.item_of_window, split.windows_per_item, task)
+    return split_metrics(split.labels, probs, task, tags, empty_tags)
 
 
 def train_probe(
@@ -204,7 +212,7 @@ def train_probe(
     module = ProbeModule(recipe, splits, task, lr, layer, seed)
     keep = KeepWeights(recipe.restore_best)
     stop = EarlyStopping(MONITOR, mode="max", patience=recipe.early_stopping.patience, min_delta=recipe.early_stopping.min_delta)
-    with quiet_lightning(), torch_threads(threads):
+    with quiet_fit(), torch_threads(threads):
         make_trainer(max_epochs or recipe.max_epochs, [keep, stop]).fit(module)
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)
@@ -215,5 +223,6 @@ def train_probe(
         "seed": seed,
         "epochs": keep.epochs,
         "best_epoch": keep.best_epoch,
-        **{name: evaluate_probe(module.probe, splits[name], task, tags) if scored else None for name in ("valid", "test")},
+        **{name: evaluate_probe(module.probe, splits[name], task, tags, recipe.empty_tags) if scored else None
+           for name in ("valid", "test")},
     }
