@@ -134,9 +134,13 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
     started = time.perf_counter()
     data, excluded_items = probe_inputs(cache, dataset)
     loaded = time.perf_counter()
+    # completed chunks are kept beside the features: a rerun of an interrupted grid trains only the rest
+    features_digest = sha256_json([cache.key.digest(), dataset.identity(), probed_audio_digest(cache, dataset),
+                                   sorted(excluded_items)])
     trained = run_grid(data, recipe, grid, task=dataset.task, tags=dataset.vocabulary,
                        progress=show_progress, max_epochs=max_epochs,
-                       threads=threads if threads is not None else auto_threads(model.dim))
+                       threads=threads if threads is not None else auto_threads(model.dim),
+                       checkpoint_dir=cache.directory / "probe-checkpoints", features_digest=features_digest)
     grid_result = trained.to_dict()
     finished = time.perf_counter()
     test_items = [item for item in dataset.split("test") if item.id not in excluded_items]
@@ -162,6 +166,7 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
         selected=[SelectedConfig(**selected) for selected in grid_result["selected"]],
         grid=[GridConfig(**config) for config in grid_result["configs"]],
         excluded_tags=grid_result.get("excluded_tags", []),
+        zeroed_tags=grid_result.get("zeroed_tags", []),
         environment=environment(),
         timings=Timings(load_seconds=round(loaded - started, 3), probe_seconds=round(finished - loaded, 3)),
     )

@@ -11,6 +11,7 @@ import torch
 from marble_eval.cli import build_parser, main
 from marble_eval.cli.common import resolve_precision
 from marble_eval.features.extract import ExtractSettings
+from marble_eval.protocol import known_protocols, resolve_protocol
 
 
 @pytest.mark.parametrize("command", ["extract", "embed", "probe"])
@@ -24,7 +25,8 @@ def test_the_command_line_default_is_fp32(command) -> None:
         pytest.skip(f"`{command}` takes other required arguments")
     if not hasattr(args, "precision"):
         pytest.skip(f"`{command}` has no --precision")
-    assert args.precision == "fp32"
+    assert args.precision is None  # not given: the protocol decides, and every preset says fp32
+    assert {resolve_protocol(name).precision for name in known_protocols()} == {"fp32"}
     assert ExtractSettings().precision == "fp32"
 
 

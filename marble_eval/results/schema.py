@@ -158,6 +158,8 @@ class Metrics(_Record):
     accuracy: float | None = Field(None, description="accuracy (multiclass)")
     excluded_tags: list[str] = Field(default_factory=list, description="tags left out of the macro averages "
                                      "(no positive, or no negative, item in the split)")
+    zeroed_tags: list[str] = Field(default_factory=list, description="tags without positives scored 0 and "
+                                   "averaged in (`empty_tags: zero`, as MARBLE v1 and torchmetrics do)")
     per_tag: dict[str, TagScore] | None = Field(None, description="`{tag: {roc_auc, ap}}` (selected probes' test)")
 
 
@@ -242,6 +244,8 @@ class ProbeResult(_Record):
     grid: list[GridConfig] = Field(description="every (lr, layer, seed) configuration")
     excluded_tags: list[str] = Field(default_factory=list, description="tags left out of the test split's macro "
                                      "averages")
+    zeroed_tags: list[str] = Field(default_factory=list, description="tags of the test split scored 0 and "
+                                   "averaged in (`empty_tags: zero`)")
     environment: EnvironmentRecord = Field(description="software versions")
     timings: Timings = Field(description="seconds per probe-stage step")
 
