@@ -38,8 +38,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from marble_eval.features.audio import load_audio
 from marble_eval.datasets.base import Dataset, Item
+from marble_eval.features.audio import load_audio
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert

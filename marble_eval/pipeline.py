@@ -313,6 +313,21 @@ def extract(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
     return summary
 
 
+def check_features_current(cache: FeatureCache, dataset: Dataset) -> None:
+    """Refuse features whose audio changed since extraction (when the dataset names its audio folder)."""
+    from marble_eval.features.extract import todo_items
+
+    if dataset.data_dir is None or not cache.exists():
+        return
+    done = cache.done_ids()
+    _, check = todo_items(cache, dataset, [item for item in dataset.items if item.id in done])
+    if check.changed:
+        changed = sorted(check.changed)
+        raise MarbleEvalError(f"{cache.directory}: the audio of {len(changed)} cached item(s) changed since they "
+                              f"were extracted (e.g. {', '.join(changed[:3])}); run `marble-eval extract` with the "
+                              f"same options to extract them again")
+
+
 def cached_model_info(spec: str, dataset: Dataset, settings: ExtractSettings, cache_dir: Path | str | None,
                       options: dict[str, Any] | None = None) -> tuple[FeatureCache, ModelInfo]:
     """The feature cache of model ``spec`` and what the model is, found without building the model.
@@ -369,6 +384,7 @@ def probe_stage(model: str | AudioEncoder, dataset: str | Path | Dataset, *,
         cache, info = open_cache(features_root(cache_dir), model, dataset, settings), model.info
     else:
         cache, info = cached_model_info(model, dataset, settings, cache_dir, model_options)
+    check_features_current(cache, dataset)
     spec = grid_spec(chosen.grid, info.n_hidden_states, chosen.seeds, lrs, layers)
     spec.check(info.n_hidden_states)
     recipe_ = recipe_for(chosen)

@@ -21,8 +21,8 @@ TOLERANCE = {"roc_auc": 0.01, "map": 0.015, "micro_f1": 0.03, "macro_f1": 0.04}
 def default_fixture_run(workdir: Path) -> dict:
     """Run `marble-eval eval` exactly as `make eval` does by default; return the result JSON."""
     results = workdir / "results"
-    code = main(["eval", "--model", "fixture", "--dataset", "fixture", "--recipe", "mlp", "--seeds", "5",
-                 "--cache-dir", str(workdir / "cache"), "--results-dir", str(results), "--no-progress"])
+    code = main(["eval", "--model", "fixture", "--dataset", "fixture", "--cache-dir", str(workdir / "cache"),
+                 "--results-dir", str(results), "--no-progress"])
     if code != 0:
         raise SystemExit(f"eval failed with exit code {code}")
     return json.loads(next(results.glob("fixture/*.json")).read_text())

@@ -23,6 +23,7 @@ INTEGRATION_TESTS = frozenset({
     "test_api.py::test_the_readme_python_example_runs_as_written",
     "test_api.py::test_a_suite_runs_every_pair_and_a_rerun_does_nothing",
     "test_api.py::test_a_pair_with_missing_audio_is_reported_and_the_others_finish",
+    "test_api.py::test_probe_refuses_features_whose_audio_changed",
     "test_determinism.py::test_a_resumed_extraction_gives_the_same_features_and_metrics",
     "test_determinism.py::test_cli_extract_killed_and_rerun_then_probe_gives_the_uninterrupted_metrics",
     "test_extract.py::test_cli_embed_and_extract",

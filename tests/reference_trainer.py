@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
+from marble_eval.lightning_utils import torch_threads
 from marble_eval.probes.core import (
     EVAL_ROWS,
     WEIGHTED,
@@ -30,7 +31,6 @@ from marble_eval.probes.core import (
 )
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
 from marble_eval.probes.evaluation import monitor_score, split_metrics
-from marble_eval.lightning_utils import torch_threads
 from marble_eval.probes.lightning_utils import make_trainer, quiet_fit
 from marble_eval.probes.recipe import ProbeRecipe
 

@@ -99,3 +99,22 @@ def test_a_pair_with_missing_audio_is_reported_and_the_others_finish(two_dataset
 def test_data_dir_with_several_datasets_is_refused(tiny_mert_dirs, tmp_path):
     with pytest.raises(MarbleEvalError, match="--data-config"):
         marble_eval.evaluate_suite(["fixture"], "fixture,mtat", data_dir=tmp_path)
+
+
+def test_probe_refuses_features_whose_audio_changed(tiny_mert_dirs, small_fixture_yaml, tmp_path):
+    audio = tmp_path / "audio"  # the fixture source generates its audio here
+    common = {"data_dir": audio, "cache_dir": tmp_path / "cache"}
+    model = str(tiny_mert_dirs["safetensors"])
+    marble_eval.extract(model, str(small_fixture_yaml), **common)
+    victim = sorted(path for path in audio.rglob("*") if path.suffix == ".wav")[0]
+    wave, rate = sf.read(victim)
+    sf.write(victim, np.flip(wave, axis=0), rate)  # same length, other audio
+    with pytest.raises(MarbleEvalError, match=r"the audio of 1 cached item\(s\) changed") as error:
+        marble_eval.probe(model, str(small_fixture_yaml), seeds=1, grid="quick", max_epochs=2,
+                          results_dir=tmp_path / "results", **common)
+    assert "\n" not in str(error.value)
+    summary = marble_eval.extract(model, str(small_fixture_yaml), **common)
+    assert summary.extracted == 1 and summary.changed_audio == 1
+    result = marble_eval.probe(model, str(small_fixture_yaml), seeds=1, grid="quick", max_epochs=2,
+                               results_dir=tmp_path / "results", **common)
+    assert result.extraction.audio_digest is not None

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from marble_eval.features.audio import load_audio, normalize, split_windows
 from marble_eval.errors import AudioError
+from marble_eval.features.audio import load_audio, normalize, split_windows
 
 FORMATS = [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")]
 

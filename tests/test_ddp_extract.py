@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from marble_eval.errors import EXIT_SOME_SKIPPED
 from marble_eval.datasets.registry import load_dataset
+from marble_eval.errors import EXIT_SOME_SKIPPED
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 

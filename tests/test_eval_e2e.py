@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.pipeline import run_probe
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
+from marble_eval.pipeline import run_probe
+from marble_eval.probes import GridSpec, load_recipe
+from tests.test_models_mert import _fake_hub_cache
 from tiny_ast import build_tiny_ast, build_tiny_maest
 from tiny_generic import build_tiny_wav2vec2_style
-from marble_eval.probes import GridSpec, load_recipe
-
-from tests.test_models_mert import _fake_hub_cache
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--grid", "quick", "--seeds", "2", "--max-epochs", "4", "--no-progress"]

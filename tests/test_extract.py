@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marble_eval.features.cache import FeatureCache
-from marble_eval.datasets.registry import load_dataset
 from marble_eval.cli import main
+from marble_eval.datasets.registry import load_dataset
 from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_SOME_SKIPPED, MarbleEvalError
-from marble_eval.features.cache import locate_cache
-from marble_eval.features.extract import (ExtractSettings, embed_files, embed_paths, extract_dataset, open_cache,
-                                          validate_device, validate_settings)
+from marble_eval.features.cache import FeatureCache, locate_cache
+from marble_eval.features.extract import (
+    ExtractSettings,
+    embed_files,
+    embed_paths,
+    extract_dataset,
+    open_cache,
+    validate_device,
+    validate_settings,
+)
 from marble_eval.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]

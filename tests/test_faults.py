@@ -132,9 +132,9 @@ def _driver(args: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------------------
-from marble_eval.features.cache import FeatureCache  # noqa: E402
 from marble_eval.datasets.registry import load_dataset  # noqa: E402
 from marble_eval.errors import EXIT_SOME_SKIPPED, MarbleEvalError  # noqa: E402
+from marble_eval.features.cache import FeatureCache  # noqa: E402
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache  # noqa: E402
 from marble_eval.models import load_model  # noqa: E402
 

@@ -16,8 +16,8 @@ from marble_eval.cli import models as models_cli
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models import load_model
 from marble_eval.models.catalog import CATALOG, catalog_entry
-from marble_eval.models.hub import ResolvedModel, fingerprint
 from marble_eval.models.families.maest_frontend import WINDOW_SECONDS
+from marble_eval.models.hub import ResolvedModel, fingerprint
 from marble_eval.models.merge import CheckpointTensors, merge_checkpoints, task_arithmetic
 from marble_eval.models.registry import FAMILIES
 from marble_eval.models.tiny import build_tiny_mert

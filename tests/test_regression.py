@@ -22,6 +22,10 @@ from update_golden import GOLDEN, default_fixture_run  # noqa: E402
 def test_default_fixture_run_matches_the_golden_file(tmp_path):
     golden = json.loads(GOLDEN.read_text())
     result = default_fixture_run(tmp_path)
+    protocol = result["protocol"]
+    assert (protocol["preset"], protocol["batch_unit"], protocol["weighted_init"], protocol["precision"]) == (
+        "culturemert", "item", "randn", "fp32")
+    assert protocol["grid"]["seeds"] == [0, 1, 2, 3, 4] and not protocol["overrides"]
     measured = {metric: result["summary"][metric]["mean"] for metric in golden["tolerance"]}
     assert measured["roc_auc"] > 0.7, f"fixture ROC-AUC {measured['roc_auc']:.3f}: the probes no longer learn"
     for metric, tolerance in golden["tolerance"].items():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from marble_eval.cli import main
-from marble_eval.report.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
-from marble_eval.report.page import build_page
 from marble_eval.files import sha256_json
+from marble_eval.report.page import build_page
+from marble_eval.report.plots import layer_curve_frame, per_tag_frame, plot_all, tag_category
 from marble_eval.results.schema import ProbeResult
 from marble_eval.results.store import predictions_path, read_results, write_result
 

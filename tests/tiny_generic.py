@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (Data2VecAudioForCTC, HubertForCTC, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                          WavLMForCTC)
+from transformers import Data2VecAudioForCTC, HubertForCTC, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, WavLMForCTC
 
 from marble_eval.models.families.wav2vec2 import CLASSES
 

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from marble_eval.paths import cache_root
-
-
-def quiet_libraries() -> None:
-    """Silence transformers' load-time progress bars and warnings (the CLI shows its own)."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
@@ -77,19 +68,10 @@ def add_window_args(parser: argparse.ArgumentParser) -> None:
                         help="on-disk dtype of cached features (default: fp16)")
 
 
-def features_root(args: argparse.Namespace) -> Path:
-    return args.cache_dir or cache_root() / "features"
-
-
-def reference_dir(args: argparse.Namespace) -> Path | None:
-    value = getattr(args, "reference_dir", None) or os.environ.get("MARBLE_EVAL_REFERENCE_DIR")
-    return Path(value) if value else None
-
-
 def dataset_options(args: argparse.Namespace) -> dict:
     """The dataset keyword arguments of the pipeline functions, from --data-dir, --reference-dir, --metadata."""
     return {"data_dir": args.data_dir, "vocabulary": getattr(args, "vocabulary", None),
-            "dataset_options": {"reference_dir": reference_dir(args), "metadata": args.metadata,
+            "dataset_options": {"reference_dir": args.reference_dir, "metadata": args.metadata,
                                 "limit": getattr(args, "limit", None)}}
 
 
@@ -99,28 +81,17 @@ def model_options(args: argparse.Namespace) -> dict:
             "model_options": {"family": args.family, "pooling": getattr(args, "pooling", None)}}
 
 
-def load_dataset_from_args(args: argparse.Namespace):
-    """The Dataset named by --dataset with --data-dir / --reference-dir applied."""
-    from marble_eval.datasets.registry import load_dataset
-
-    return load_dataset(args.dataset, data_dir=args.data_dir, reference_dir=reference_dir(args),
-                        metadata=args.metadata, vocabulary=getattr(args, "vocabulary", None) or "counted",
-                        limit=getattr(args, "limit", None))
-
-
 def load_model_from_args(args: argparse.Namespace):
     """The AudioEncoder named by --model (and --family, --pooling, --device, --precision)."""
-    from marble_eval.models import load_model
+    from marble_eval.pipeline import load_model
 
-    quiet_libraries()
-    model = load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
-                       pooling=getattr(args, "pooling", None))
-    resolve_precision(args, model.info)
-    return model.to(model.device, getattr(args, "precision", None) or "fp32")
+    resolve_precision(args)
+    return load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
+                      precision=getattr(args, "precision", "fp32"), pooling=getattr(args, "pooling", None))
 
 
-def resolve_precision(args: argparse.Namespace, info=None) -> None:
-    """Replace ``--precision auto`` in ``args`` by fp32 (its alias, issue #16), so that the cache key
-    (and a later `probe`) names what actually ran."""
-    if getattr(args, "precision", None) == "auto":
+def resolve_precision(args: argparse.Namespace) -> None:
+    """For commands without a protocol (embed, info): ``--precision`` unset or ``auto`` means fp32, the
+    reference (issue #16)."""
+    if getattr(args, "precision", None) in (None, "auto"):
         args.precision = "fp32"

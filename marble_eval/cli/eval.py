@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 
 from marble_eval.cli import leaderboard
-from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
-                                    add_window_args, dataset_options, model_options)
+from marble_eval.cli.common import (
+    add_cache_args,
+    add_dataset_args,
+    add_device_args,
+    add_model_args,
+    add_window_args,
+    dataset_options,
+    model_options,
+)
 from marble_eval.cli.extract import add_scale_args, extract_options
 from marble_eval.cli.probe import add_probe_args, probe_options
 from marble_eval.errors import EXIT_OK, EXIT_SUITE_INCOMPLETE

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_device_args, add_model_args,
-                                    add_window_args, dataset_options, model_options)
+from marble_eval.cli.common import (
+    add_cache_args,
+    add_dataset_args,
+    add_device_args,
+    add_model_args,
+    add_window_args,
+    dataset_options,
+    model_options,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from marble_eval.cli.common import (add_cache_args, add_dataset_args, add_model_args, add_precision_arg,
-                                    add_window_args, dataset_options, model_options)
+from marble_eval.cli.common import (
+    add_cache_args,
+    add_dataset_args,
+    add_model_args,
+    add_precision_arg,
+    add_window_args,
+    dataset_options,
+    model_options,
+)
 from marble_eval.errors import MarbleEvalError
 
 DEFAULT_RESULTS = Path("results")

@@ -34,8 +34,15 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.files import (atomic_write_json, remove_stale_temporaries, sha256_file, sha256_json, slug,
-                               temporary_path, write_error)
+from marble_eval.files import (
+    atomic_write_json,
+    remove_stale_temporaries,
+    sha256_file,
+    sha256_json,
+    slug,
+    temporary_path,
+    write_error,
+)
 
 if TYPE_CHECKING:
     from marble_eval.datasets.base import Dataset

@@ -25,12 +25,22 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 
-from marble_eval.features.cache import FeatureCache
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import MarbleEvalError
-from marble_eval.features.extract import (ExtractSettings, ExtractSummary, cache_key, computing_in, embed_batch,
-                                          num_workers, open_cache, todo_items, validate_settings, window_stream)
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
+from marble_eval.features.cache import FeatureCache
+from marble_eval.features.extract import (
+    ExtractSettings,
+    ExtractSummary,
+    cache_key,
+    computing_in,
+    embed_batch,
+    num_workers,
+    open_cache,
+    todo_items,
+    validate_settings,
+    window_stream,
+)
 from marble_eval.features.windows import WindowBatch, window_loader
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.progress import progress_bar

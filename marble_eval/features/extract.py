@@ -22,17 +22,23 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from marble_eval.features.audio import split_windows, stream_windows
 from marble_eval.datasets.base import SPLITS, Dataset, Item
-from marble_eval.errors import (EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError)
+from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
+from marble_eval.features.audio import split_windows, stream_windows
 from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, FeatureCache, dataset_label
+from marble_eval.features.windows import (
+    BatchPlan,
+    WindowBatch,
+    WindowStream,
+    decode_jobs,
+    default_batch_samples,
+    default_num_workers,
+    window_loader,
+)
 from marble_eval.files import atomic_write_bytes
-from marble_eval.features.windows import (BatchPlan, WindowBatch, WindowStream, decode_jobs, default_batch_samples,
-                                          default_num_workers, window_loader)
 from marble_eval.models.base import PRECISIONS, AudioEncoder  # fp32, the reference, is the default (issue #16)
 from marble_eval.progress import progress_bar
-
 
 STORAGES = tuple(STORAGE_DTYPES)
 DEFAULT_CHECKPOINT_SECONDS = 30.0

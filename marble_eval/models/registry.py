@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import AudioEncoder, ModelInfo

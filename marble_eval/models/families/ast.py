@@ -17,8 +17,12 @@ from marble_eval.models.families import maest_frontend
 from marble_eval.models.families.maest import load_maest
 from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
-from marble_eval.models.spectrogram_transformer import (HEAD_KEYS, HIDDEN_STATE_LAYOUT, SpectrogramTransformerEncoder,
-                                                         options_record)
+from marble_eval.models.spectrogram_transformer import (
+    HEAD_KEYS,
+    HIDDEN_STATE_LAYOUT,
+    SpectrogramTransformerEncoder,
+    options_record,
+)
 from marble_eval.models.token_pooling import DEFAULT_POOLING, check_pooling, pooled_width
 
 # ASTFeatureExtractor: Kaldi-style fbank, 25 ms frames every 10 ms at 16 kHz, no centring.

@@ -19,8 +19,12 @@ from marble_eval.models.base import ModelInfo
 from marble_eval.models.families import maest_frontend as fe
 from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config
-from marble_eval.models.spectrogram_transformer import (HEAD_KEYS, HIDDEN_STATE_LAYOUT, SpectrogramTransformerEncoder,
-                                                         options_record)
+from marble_eval.models.spectrogram_transformer import (
+    HEAD_KEYS,
+    HIDDEN_STATE_LAYOUT,
+    SpectrogramTransformerEncoder,
+    options_record,
+)
 from marble_eval.models.token_pooling import DEFAULT_POOLING, check_pooling, pooled_width
 
 # preprocessor_config.json fields the front-end implements; any other value is refused.

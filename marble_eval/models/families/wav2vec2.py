@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import (Data2VecAudioConfig, Data2VecAudioModel, HubertConfig, HubertModel, PretrainedConfig,
-                          PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel)
+from transformers import (
+    Data2VecAudioConfig,
+    Data2VecAudioModel,
+    HubertConfig,
+    HubertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.features.audio import normalize
