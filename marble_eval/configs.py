@@ -58,3 +58,23 @@ def _printable(part: object) -> str:
 def load_config(cls: type[T], path: Path) -> T:
     """Read ``path`` as YAML and validate it into ``cls``."""
     return validate(cls, read_yaml(path), str(path))
+
+
+def yaml_names(folder: Path) -> list[str]:
+    """Names (stems) of the YAML files in ``folder``."""
+    return sorted(path.stem for path in Path(folder).glob("*.yaml"))
+
+
+def named_yaml(name_or_path: str | Path, folder: Path, what: str, known_label: str) -> Path:
+    """``folder/<name>.yaml`` for a name, or the path itself for a YAML path; an unknown name is a one-line
+    error listing the known ones (``what``: e.g. "probe recipe"; ``known_label``: e.g. "known recipes")."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or path.is_file():
+        return path
+    path = Path(folder) / f"{text}.yaml"
+    if not path.is_file():
+        raise MarbleEvalError(f"unknown {what} {text!r}; {known_label}: {', '.join(yaml_names(folder)) or 'none'} "
+                              f"(or pass a YAML path)")
+    return path
+

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_type_hints
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from marble_eval.configs import load_config
+from marble_eval.configs import load_config, named_yaml, yaml_names
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import protocols_dir
 
@@ -54,19 +54,12 @@ class ProtocolPreset:
 
 def known_protocols() -> list[str]:
     """Names of the preset YAMLs."""
-    return sorted(path.stem for path in protocols_dir().glob("*.yaml"))
+    return yaml_names(protocols_dir())
 
 
 def load_protocol(name_or_path: str | Path) -> ProtocolPreset:
     """A preset by name (protocols/<name>.yaml) or by path to a YAML file."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
-        path = protocols_dir() / f"{text}.yaml"
-        if not path.is_file():
-            raise MarbleEvalError(f"unknown protocol {text!r}; known protocols: "
-                                  f"{', '.join(known_protocols()) or 'none'} (or pass a YAML path)")
-    return load_config(ProtocolPreset, path)
+    return load_config(ProtocolPreset, named_yaml(name_or_path, protocols_dir(), "protocol", "known protocols"))
 
 
 @dataclasses.dataclass(frozen=True)

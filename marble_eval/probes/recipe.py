@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from marble_eval.configs import STRICT, load_config
-from marble_eval.errors import MarbleEvalError
+from marble_eval.configs import STRICT, load_config, named_yaml, yaml_names
 from marble_eval.paths import probes_dir
 
 
@@ -87,16 +86,9 @@ class ProbeRecipe:
 
 def known_recipes() -> list[str]:
     """Names of the recipe YAMLs in the probes folder."""
-    return sorted(path.stem for path in probes_dir().glob("*.yaml"))
+    return yaml_names(probes_dir())
 
 
 def load_recipe(name_or_path: str | Path) -> ProbeRecipe:
     """A recipe by name (probes/<name>.yaml) or by path to a YAML file."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
-        path = probes_dir() / f"{text}.yaml"
-        if not path.is_file():
-            known = ", ".join(known_recipes()) or "none"
-            raise MarbleEvalError(f"unknown probe recipe {text!r}; known recipes: {known} (or pass a YAML path)")
-    return load_config(ProbeRecipe, path)
+    return load_config(ProbeRecipe, named_yaml(name_or_path, probes_dir(), "probe recipe", "known recipes"))
