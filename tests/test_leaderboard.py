@@ -116,3 +116,20 @@ def test_a_tie_between_test_item_sets_keeps_the_larger_as_reference(tmp_path):
     table = leaderboard_frames(read_results(tmp_path)).frames["ROC-AUC / mAP"].set_index("Model")
     assert table.loc["a/model", "Carnatic"] == "80.0 / 40.0 (8/10 test)‡"
     assert table.loc["b/model", "Carnatic"] == "70.0 / 30.0"
+
+
+def test_smoke_runs_are_left_out_unless_asked(tmp_path, capsys):
+    from marble_eval.cli import main
+    from marble_eval.report.leaderboard import full_runs
+
+    full = make_result("full-model", "lyra", 0.8, 0.5)
+    smoke = make_result("smoke-model", "lyra", 0.9, 0.6)
+    smoke.dataset.limit = 5
+    for result in (full, smoke):
+        write_result(tmp_path, result)
+    assert [r.model.id for r in full_runs(read_results(tmp_path))] == ["full-model"]
+    assert sorted(r.model.id for r in full_runs(read_results(tmp_path), smoke=True)) == ["full-model", "smoke-model"]
+    assert main(["leaderboard", "--results-dir", str(tmp_path), "--bootstrap", "0"]) == 0
+    assert "smoke-model" not in capsys.readouterr().out
+    assert main(["leaderboard", "--results-dir", str(tmp_path), "--bootstrap", "0", "--smoke"]) == 0
+    assert "smoke-model" in capsys.readouterr().out

@@ -142,9 +142,11 @@ def test_page_renders_and_sorts_in_headless_chromium(tmp_path):
     # Avg over the datasets every measured row has (Carnatic): the cards' Carnatic ROC-AUC / mAP means.
     averages = {"ntua-slp/CultureMERT-95M (published)": 61.15, "ntua-slp/CultureMERT-TA-95M (published)": 61.2,
                 "m-a-p/MERT-v1-95M (published)": 57.3}
-    ordered = [name for name in measured_first if name in averages]
-    assert ordered == sorted(averages, key=averages.get, reverse=True)
-    assert rows["Avg"] == list(reversed(measured_first))  # no ties: ascending is the reverse
+    shown = {name: float(f"{value + 1e-9:.1f}") for name, value in averages.items()}  # the one-decimal cells
+    # the two CultureMERT rows tie at 61.2: the page's sort is stable, so they keep their table order
+    assert [name for name in measured_first if name in shown] == sorted(shown, key=shown.get, reverse=True)
+    assert [name for name in rows["Avg"] if name in shown] == sorted(shown, key=shown.get)
+    assert set(rows["Avg"]) == set(measured_first)
     assert rows["Model"] == sorted(rows["Model"], key=str.lower)
     shot = tmp_path / "shot.png"
     done = _browser(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
@@ -161,3 +163,15 @@ def test_report_has_a_section_per_compared_pair(tmp_path):
     assert "Carnatic" in summary and "<span class=sig>*</span>" in summary  # shift 3.0 vs 0.5: significant
     tags = re.search(r'<table id="compare-0-carnatic".*?</table>', page, re.S).group(0)
     assert all(f">{tag}<" in tags for tag in TAGS)
+
+
+def test_layer_curves_share_a_relative_depth_axis_when_depths_differ():
+    from marble_eval.report.plots import depths_differ, layer_x
+    from tests.result_builders import make_result
+
+    small, large = make_result("a", "lyra", 0.8, 0.5), make_result("b", "lyra", 0.8, 0.5)
+    large.model.hidden_states = 25
+    assert not depths_differ([small, small]) and depths_differ([small, large])
+    assert layer_x(12, 13, relative=True) == layer_x(24, 25, relative=True) == 1.0
+    assert layer_x(6, 13, relative=True) == layer_x(12, 25, relative=True) == 0.5
+    assert layer_x(6, 13, relative=False) == 6.0

@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
         code = EXIT_SUITE_INCOMPLETE if any(outcome.status == "failed" for outcome in outcomes) else EXIT_OK
     print(f"marble-eval leaderboard --results-dir {args.results_dir}")
     leaderboard.run(argparse.Namespace(results_dir=args.results_dir, format="md", recipe=None, published=False,
-                                       bootstrap=1000))
+                                       bootstrap=1000, smoke=args.limit is not None))
     return code

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from marble_eval.report.leaderboard import (
     FORMATS,
+    full_runs,
     leaderboard_frames,
     render,
     render_significance,
@@ -24,13 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--published", action="store_true",
                         help="add the published CultureMERT model-card rows and measured - published per cell "
                         "(marked within 0.5 point, and beyond twice the seed std)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="also show `--limit` smoke runs (left out by default: they use a subset of each split)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="paired-bootstrap replicates for significance between models (0: skip; default 1000)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    results = read_results(args.results_dir)
+    results = full_runs(read_results(args.results_dir), getattr(args, "smoke", False))
     chosen = results_for_recipe(results, args.recipe)
     significance = ""
     winners = None

@@ -53,6 +53,11 @@ def ordered_datasets(names: set[str]) -> list[str]:
     return sorted(names, key=lambda name: (order.index(name) if name in order else len(order), name))
 
 
+def full_runs(results: list[ProbeResult], smoke: bool = False) -> list[ProbeResult]:
+    """``results`` without `--limit` smoke runs (they are on a subset of each split), unless ``smoke``."""
+    return list(results) if smoke else [r for r in results if r.dataset.limit is None]
+
+
 def results_for_recipe(results: list[ProbeResult], recipe: str | None = None) -> list[ProbeResult]:
     """The results of ``recipe`` (default: the most common recipe); one-line errors when there are none."""
     if not results:

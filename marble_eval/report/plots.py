@@ -72,36 +72,56 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
+def depths_differ(results: list[ProbeResult]) -> bool:
+    """True when the models of ``results`` have different numbers of hidden states."""
+    return len({r.model.hidden_states for r in results}) > 1
+
+
+def layer_x(layer: int, hidden_states: int, relative: bool) -> float:
+    """Where hidden state ``layer`` sits on a layer-curve axis: its index, or its relative depth (0..1)."""
+    return layer / max(hidden_states - 1, 1) if relative else float(layer)
+
+
 def plot_layer_curves(results: list[ProbeResult], out_dir: Path, metric: str = "roc_auc") -> list[Path]:
-    """One figure per dataset: ``metric`` per hidden state, validation dashed, test solid; returns the files."""
+    """One figure per dataset: ``metric`` per hidden state, validation dashed, test solid; returns the files.
+
+    When the models of a dataset differ in depth (a 13-state and a 25-state model), the x axis is the
+    relative depth (state / last state), so that the curves share one axis.
+    """
     paths: list[Path] = []
     for dataset in sorted({r.dataset.name for r in results}):
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        fig, ax = plt.subplots(figsize=(8.0, 4.5))
         ticks: dict[float, str] = {}
-        for colour, result in enumerate(r for r in results if r.dataset.name == dataset):
+        chosen = [r for r in results if r.dataset.name == dataset]
+        relative = depths_differ(chosen)
+        for colour, result in enumerate(chosen):
             frame = layer_curve_frame(result, metric)
             if frame.empty:
                 continue
             numeric = frame[frame["layer"] != WEIGHTED]
-            xs = numeric["layer"].astype(int).tolist()
-            weighted_x = (max(xs) if xs else -1) + 1.5
+            xs = [layer_x(int(layer), result.model.hidden_states, relative) for layer in numeric["layer"]]
+            weighted_x = 1.15 if relative else (max(xs) if xs else -1) + 1.5
             style = {"color": f"C{colour}", "marker": "o", "markersize": 4}
             model = result.model.display
             ax.plot(xs, 100 * numeric["test"], "-", label=f"{model} test", **style)
             ax.plot(xs, 100 * numeric["valid"], "--", label=f"{model} valid", alpha=0.7, **style)
-            ticks.update({float(x): str(x) for x in xs})
+            if not relative:
+                ticks.update({float(x): str(x) for x in xs})
             weighted = frame[frame["layer"] == WEIGHTED]
             if not weighted.empty:
                 ax.plot([weighted_x], 100 * weighted["test"], "D", color=f"C{colour}")
                 ax.plot([weighted_x], 100 * weighted["valid"], "D", color=f"C{colour}", alpha=0.5, fillstyle="none")
                 ticks[weighted_x] = "w"
+        if relative:
+            ticks.update({x / 4: f"{x / 4:g}" for x in range(5)})
         ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
-        ax.set_xlabel("hidden state (w = learned weighted sum)")
+        ax.set_xlabel("relative depth: hidden state / last state (w = learned weighted sum)" if relative
+                      else "hidden state (w = learned weighted sum)", fontsize=11)
         name = {"roc_auc": "ROC-AUC", "map": "mAP"}.get(metric, metric)
-        ax.set_ylabel(f"{name} (%)")
-        ax.set_title(f"{dataset}: {name} per layer (best lr by validation, mean over seeds)", fontsize=9)
+        ax.set_ylabel(f"{name} (%)", fontsize=11)
+        ax.set_title(f"{dataset}: {name} per layer (best lr by validation, mean over seeds)", fontsize=12)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=9, loc="best")
         paths += _save(fig, Path(out_dir), f"layers_{_slug(dataset)}_{metric}")
     return paths
 
