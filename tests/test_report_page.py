@@ -175,3 +175,13 @@ def test_layer_curves_share_a_relative_depth_axis_when_depths_differ():
     assert layer_x(12, 13, relative=True) == layer_x(24, 25, relative=True) == 1.0
     assert layer_x(6, 13, relative=True) == layer_x(12, 25, relative=True) == 0.5
     assert layer_x(6, 13, relative=False) == 6.0
+
+
+def test_a_split_too_small_to_select_on_is_warned_about():
+    from marble_eval.report.page import small_split_warnings
+    from tests.result_builders import make_result
+
+    small, large = make_result("small", "lyra", 0.8, 0.5), make_result("large", "lyra", 0.8, 0.5)
+    large.dataset.splits["valid"] = 124  # Lyra's real validation split
+    (warning,) = small_split_warnings([small, large])  # the builder's 10 validation items
+    assert warning.startswith("small: only 10 validation items; selecting among 4 configurations")

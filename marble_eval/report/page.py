@@ -49,6 +49,7 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 tr.published td{color:#555;font-style:italic;background:#fafafa}
 tr.delta td{color:#0a5;font-size:12px}
 .sig{color:#b00;font-weight:bold}
+.warning{background:#fff4e0;border-left:4px solid #e69500;padding:4px 8px}
 figure{display:inline-block;margin:8px 8px 8px 0;vertical-align:top;max-width:380px}
 figure img{max-width:380px;width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#555}
@@ -170,6 +171,16 @@ def _provenance(result: ProbeResult) -> str:
     return "".join(parts)
 
 
+MIN_VALID_ITEMS = 50  # below this, choosing among ~80 grid configurations on validation is mostly noise
+
+
+def small_split_warnings(results: list[ProbeResult]) -> list[str]:
+    """One warning per model whose validation split is too small to select a configuration on."""
+    return [f"{r.model.display}: only {r.dataset.splits['valid']} validation items; selecting among "
+            f"{len(r.protocol.grid.lrs) * len(r.protocol.grid.layers)} configurations on so few is mostly noise "
+            f"(under {MIN_VALID_ITEMS})" for r in results if r.dataset.splits.get("valid", MIN_VALID_ITEMS) < MIN_VALID_ITEMS]
+
+
 def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list[Comparison],
                      figures: dict[str, list[tuple[Path, str]]]) -> str:
     title = DATASET_COLUMNS.get(dataset, dataset)
@@ -179,6 +190,7 @@ def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list
     out = [f'<h2 id="ds-{_esc(dataset)}">{_esc(title)}</h2>',
            "<p>Test metrics of the validation-selected probe, mean ± std over seeds (%).</p>",
            frame_html(summary, f"summary-{dataset}", sortable=True)]
+    out += [f"<p class=warning>{_esc(warning)}</p>" for warning in small_split_warnings(results)]
     pairs = [c for c in comparisons if c.dataset == dataset]
     if pairs:
         out += [("<b>Paired bootstrap</b> (model A - model B, percent points, 95% interval; "
