@@ -36,8 +36,9 @@ KILL_TRIALS = 24
 # Driver (runs in its own process: python tests/test_faults.py DRIVER_ARGS_JSON)
 # --------------------------------------------------------------------------------------------------
 def _arm_point_kill(kill_at: int) -> None:
-    """SIGKILL this process at the ``kill_at``-th write event of the cache (1-based)."""
+    """SIGKILL this process at the ``kill_at``-th write event of the cache (1-based): shards and JSON files."""
     import marble_eval.features.cache as cache_module
+    import marble_eval.files as files_module
 
     counter = {"n": 0}
 
@@ -64,7 +65,7 @@ def _arm_point_kill(kill_at: int) -> None:
             real_replace(src, dst)
             event()
 
-    cache_module.os = _Os()
+    cache_module.os = files_module.os = _Os()
 
 
 def _arm_timer_kill(delay: float) -> None:
@@ -219,9 +220,12 @@ def test_kill_9_at_random_points_then_rerun_gives_the_uninterrupted_cache(
     report = json.loads((tmp_path / "report.json").read_text())
     reference = _only_cache_dir(Path(report["reference"]))
     assert len(reference.done_ids()) == 23 and len(reference.failures()) == 1
-    killed = [kill for trial in report["trials"] for kill in trial["kills"] if kill["killed"]]
-    assert len(report["trials"]) >= 20 and len(killed) >= 20  # kills really happened, at many points
-    assert len({kill["kill"][1] for kill in killed if kill["kill"][0] == "point"}) >= 8
+    # Point kills land on the n-th write event of the run, which does not depend on machine speed; timer kills
+    # (at a random moment) may come after a fast run has finished, so only point kills are counted.
+    points = [kill for trial in report["trials"] for kill in trial["kills"] if kill["kill"][0] == "point"]
+    killed = [kill for kill in points if kill["killed"]]
+    assert len(report["trials"]) >= 20 and len(killed) >= 12  # kills really happened, at many points
+    assert len({kill["kill"][1] for kill in killed}) >= 8
     for trial in report["trials"]:
         assert trial["final_ok"], trial
         _assert_same_cache(reference, _only_cache_dir(Path(trial["root"])))
