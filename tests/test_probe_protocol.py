@@ -29,12 +29,7 @@ from reference_trainer import train_probe
 TAGS = ["a", "b", "c", "d", "e"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def recipe(**changes) -> ProbeRecipe:

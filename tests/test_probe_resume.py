@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import marble_eval.probes.grid as grid_module
 from marble_eval.errors import MarbleEvalError
@@ -22,12 +21,7 @@ RECIPE = ProbeRecipe(name="t", version="1", head="mlp", hidden_dim=16, dropout=0
                      lr_schedule=PlateauSchedule(factor=0.5, patience=1), early_stopping=EarlyStopping(patience=2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ TOL = 1e-9
 TAGS = ["a", "b", "c", "d", "e"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny probes are dominated by thread hand-offs on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_recipe(**changes) -> ProbeRecipe:
