@@ -135,7 +135,8 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
     data, excluded_items = probe_inputs(cache, dataset)
     loaded = time.perf_counter()
     # completed chunks are kept beside the features: a rerun of an interrupted grid trains only the rest
-    features_digest = sha256_json([cache.key.digest(), dataset.identity(), probed_audio_digest(cache, dataset),
+    audio_digest = probed_audio_digest(cache, dataset)
+    features_digest = sha256_json([cache.key.digest(), dataset.identity(), audio_digest,
                                    sorted(excluded_items)])
     trained = run_grid(data, recipe, grid, task=dataset.task, tags=dataset.vocabulary,
                        progress=show_progress, max_epochs=max_epochs,
@@ -161,7 +162,7 @@ def run_probe_with_predictions(cache: FeatureCache, dataset: Dataset, model: Mod
         protocol=protocol_record(cache, recipe, grid, max_epochs, **(protocol_fields or {})),
         extraction=ExtractionRecord(cache_dir=str(cache.directory), excluded_items=excluded_items,
                                     data_dir=str(dataset.data_dir) if dataset.data_dir else None,
-                                    audio_digest=probed_audio_digest(cache, dataset)),
+                                    audio_digest=audio_digest),
         summary={metric: SummaryStat(**stats) for metric, stats in grid_result["summary"].items()},
         selected=[SelectedConfig(**selected) for selected in grid_result["selected"]],
         grid=[GridConfig(**config) for config in grid_result["configs"]],
