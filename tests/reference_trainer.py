@@ -150,7 +150,7 @@ class ProbeModule(L.LightningModule):
         logits = torch.cat(self._valid_logits)
         self._valid_logits.clear()
         probs = item_probabilities(logits, valid.item_of_window, valid.windows_per_item, self.task)
-        self.log(MONITOR, monitor_score(valid.labels, probs, self.recipe.empty_tags))
+        self.log(MONITOR, monitor_score(valid.labels, probs, self.recipe.empty_tags, self.task))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.recipe.weight_decay, fused=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.metrics import compute_metrics, compute_multiclass_metrics, macro_roc_auc, weighted_macro_metrics
+from marble_eval.metrics import compute_metrics, macro_roc_auc, weighted_macro_metrics
 
 TOL = 1e-6
 
@@ -114,29 +114,8 @@ def test_macro_roc_auc_of_many_probes_matches_one_at_a_time() -> None:
         assert value == compute_metrics(y, scores)["roc_auc"]
 
 
-def test_multiclass_metrics_match_sklearn() -> None:
-    rng = np.random.default_rng(7)
-    index = rng.integers(0, 5, 200)
-    logits = rng.standard_normal((200, 5)) + 1.5 * np.eye(5)[index]
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    ours = compute_multiclass_metrics(index, probs)
-    assert ours["accuracy"] == pytest.approx(accuracy_score(index, probs.argmax(1)), abs=TOL)
-    assert ours["roc_auc"] == pytest.approx(roc_auc_score(index, probs, multi_class="ovr", average="macro"), abs=TOL)
-    assert ours["map"] == pytest.approx(average_precision_score(np.eye(5)[index], probs, average="macro"), abs=TOL)
-
-
-def test_multiclass_absent_class_is_excluded_and_named() -> None:
-    rng = np.random.default_rng(8)
-    index = rng.choice([0, 1, 3], 120)
-    probs = rng.dirichlet(np.ones(4), 120)
-    ours = compute_multiclass_metrics(index, probs, tags=["a", "b", "c", "d"])
-    assert ours["excluded_tags"] == ["c"]
-    one_hot = np.eye(4)[index][:, [0, 1, 3]]
-    assert ours["roc_auc"] == pytest.approx(roc_auc_score(one_hot, probs[:, [0, 1, 3]], average="macro"), abs=TOL)
-
-
 def test_ranking_metrics_do_not_depend_on_column_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
-    import marble_eval.metrics as metrics
+    import marble_eval.metrics.multilabel as metrics
 
     y, s = _random_case(7, n=120, n_tags=5)
     stack = np.stack([s, np.round(s, 1), s**2, 1 - s])  # rounding: many ties

@@ -257,7 +257,7 @@ class ProbeBank(L.LightningModule):
         epoch = self.current_epoch + 1
         valid = self.splits["valid"]
         probs = predict_items(self.data, self.data["state_logits"], self.layer_of[self.active], valid, self.task)
-        scores = monitor_scores(valid.labels, probs, self.recipe.empty_tags)
+        scores = monitor_scores(valid.labels, probs, self.recipe.empty_tags, self.task)
         stopping = self.recipe.early_stopping
         improved, finished = [], []
         for row, (pos, score) in enumerate(zip(self.active.tolist(), scores)):

@@ -141,7 +141,7 @@ def _train_chunk(
     return results
 
 
-def _winners(results: dict[int, dict[str, Any]], seeds: list[int], selection: str) -> set[int]:
+def _winners(results: dict[int, dict[str, Any]], seeds: list[int], selection: str, task: str) -> set[int]:
     """Grid indices of each seed's selection among the finished configurations so far.
 
     Selection is a total order over configurations in grid order, so the winner so far is the
@@ -152,7 +152,7 @@ def _winners(results: dict[int, dict[str, Any]], seeds: list[int], selection: st
     winners = set()
     for seed in seeds:
         try:
-            winners.add(indices[select_index(done, seed, selection)])
+            winners.add(indices[select_index(done, seed, selection, task)])
         except MarbleEvalError:
             pass  # this seed has no finished (or no finite) configuration yet
     return winners
@@ -184,7 +184,7 @@ class _Trainer:
             trained = _train_chunk([configs[i] for i in chunk], self.splits, self.recipe, self.task, self.tags,
                                    self.epochs, callback, self.timing)
             results.update(zip(chunk, trained))
-            winners = _winners(results, seeds, self.recipe.selection)
+            winners = _winners(results, seeds, self.recipe.selection, self.task)
             for index, result in results.items():
                 if index not in winners:
                     result["_test_probs"] = None
@@ -236,11 +236,11 @@ def run_grid(
         trainer = _Trainer(splits, recipe, task, list(tags), epochs, size, checkpoint, bar, task_id)
         results = trainer.run(first, grid.seeds)
         if once:  # seed 0 chose; the other seeds train only its configuration
-            chosen = results[select_index(results, grid.seeds[0], recipe.selection)]
+            chosen = results[select_index(results, grid.seeds[0], recipe.selection, task)]
             results += trainer.run([ProbeConfig(chosen["lr"], chosen["layer"], seed) for seed in rest_seeds], rest_seeds)
     selected, test_probabilities = [], []
     for seed in grid.seeds:
-        index = select_index(results, seed, recipe.selection)
+        index = select_index(results, seed, recipe.selection, task)
         chosen = results[index]
         selected.append({
             "seed": seed, "index": index, "lr": chosen["lr"], "layer": chosen["layer"],

@@ -1,6 +1,6 @@
-"""Probe metrics (PROTOCOL 4): exact macro ROC-AUC and mAP, F1 at a threshold, undefined tags excluded.
+"""Multi-label metrics (PROTOCOL 4): exact macro ROC-AUC and mAP, F1 at a threshold, undefined tags excluded.
 
-F1 and accuracy come from torchmetrics' functional API. ROC-AUC and AP are computed here, on the
+F1 comes from torchmetrics' functional API. ROC-AUC and AP are computed here, on the
 same curves as torchmetrics' (thresholds=None: one point per distinct score) but for every column at
 once: torchmetrics walks the columns in a Python loop, which made the metrics of an 84-probe x
 50-tag grid cost a fifth of its run. On top of that:
@@ -9,7 +9,8 @@ once: torchmetrics walks the columns in a Python loop, which made the metrics of
 - a tag whose metric is undefined in the evaluated split (ROC-AUC: no positive or no negative item;
   AP and F1: no positive item) is handled as ``empty_tags`` says: ``exclude`` leaves it out of the
   macro average and names it in ``excluded_tags``; ``zero`` scores it 0, averages it in and names it
-  in ``zeroed_tags`` (torchmetrics' macro AUROC, AP and F1, as MARBLE v1 reported them).
+  in ``zeroed_tags`` (torchmetrics >= 1.4's macro AUROC, AP and F1); ``v1`` scores its ROC-AUC and
+  F1 0 but leaves its AP out, as MARBLE v1 printed them (torchmetrics < 1.4: an empty tag's AP was NaN).
 
 Micro-F1 is computed over every tag (false positives on an empty tag are real errors); macro-F1,
 a macro average, treats tags with no positive item like ROC-AUC and AP do.
@@ -25,14 +26,13 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import (
     binary_f1_score,
-    multiclass_accuracy,
     multilabel_f1_score,
 )
 
 from marble_eval.errors import MarbleEvalError
 
 ArrayLike = np.ndarray | torch.Tensor
-EmptyTags = Literal["exclude", "zero"]
+EmptyTags = Literal["exclude", "zero", "v1"]
 
 
 def _as_tensor(values: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
@@ -177,7 +177,7 @@ def macro_roc_auc(y_true: ArrayLike, y_score: ArrayLike, empty_tags: EmptyTags =
         raise MarbleEvalError("metrics: no tag has both positive and negative items; ROC-AUC is undefined")
     columns = (torch.arange(n_probes)[:, None] * n_tags + valid[None, :]).flatten()
     per_tag = _per_column(preds, target, columns)[0].reshape(n_probes, -1).numpy()
-    if empty_tags == "zero":
+    if empty_tags in ("zero", "v1"):
         per_tag = np.concatenate([per_tag, np.zeros((n_probes, n_tags - valid.numel()))], axis=1)
     means = np.array([row.mean() for row in per_tag])
     return means if scores.ndim == 3 else means[0]
@@ -211,12 +211,13 @@ def compute_metrics(
     auc_of_ap_cols, ap = _per_column(preds, target, ap_cols)  # every ROC-AUC column also has a positive
     auc = auc_of_ap_cols[has_both[ap_cols]]
     micro_f1 = _f1(preds, target, threshold, "micro")
-    zero = empty_tags == "zero"
+    zero = empty_tags in ("zero", "v1")
     f1_cols = slice(None) if zero else ap_cols  # torchmetrics scores a tag without positives 0
     macro_f1 = _f1(preds[:, f1_cols], target[:, f1_cols], threshold, "macro")
 
     undefined = None if not zero else 0.0
-    per_tag: dict[Any, dict[str, float | None]] = {name: {"roc_auc": undefined, "ap": undefined} for name in names}
+    per_tag: dict[Any, dict[str, float | None]] = {
+        name: {"roc_auc": undefined, "ap": None if empty_tags == "v1" else undefined} for name in names}
     for column, value in zip(auc_cols.tolist(), auc.tolist()):
         per_tag[names[column]]["roc_auc"] = value
     for column, value in zip(ap_cols.tolist(), ap.tolist()):
@@ -225,7 +226,8 @@ def compute_metrics(
     n_tags = len(names)
     if zero:  # the zeros after the defined values: the same sum as macro_roc_auc's
         roc_auc = float(np.concatenate([auc.numpy(), np.zeros(n_tags - auc.numel())]).mean())
-        average_precision = float(np.concatenate([ap.numpy(), np.zeros(n_tags - ap.numel())]).mean())
+        ap_zeros = 0 if empty_tags == "v1" else n_tags - ap.numel()  # v1: an empty tag's AP is left out
+        average_precision = float(np.concatenate([ap.numpy(), np.zeros(ap_zeros)]).mean())
     else:
         roc_auc, average_precision = float(auc.numpy().mean()), float(ap.numpy().mean())
     return {
@@ -236,39 +238,4 @@ def compute_metrics(
         "excluded_tags": [] if zero else empty,
         "zeroed_tags": empty if zero else [],
         "per_tag": per_tag,
-    }
-
-
-def compute_multiclass_metrics(
-    y_true_index: ArrayLike,
-    probs: ArrayLike,
-    tags: Sequence[str] | None = None,
-    empty_tags: EmptyTags = "exclude",
-) -> dict[str, Any]:
-    """Single-label metrics: ``accuracy`` of the arg-max, plus macro ROC-AUC / mAP one-vs-rest.
-
-    ``y_true_index`` [n_items] holds class indices, ``probs`` [n_items, n_classes] the softmax.
-    A class absent from the split is excluded from the macro averages and named in ``excluded_tags``
-    (or, with ``empty_tags="zero"``, scored 0 and named in ``zeroed_tags``).
-    """
-    index = _as_tensor(y_true_index, torch.int64)
-    scores = _as_tensor(probs, torch.float64)
-    if index.ndim != 1 or scores.ndim != 2 or scores.shape[0] != index.shape[0]:
-        raise MarbleEvalError(
-            f"metrics: y_true_index {tuple(index.shape)} must be [n_items] and probs {tuple(scores.shape)} [n_items, n_classes]"
-        )
-    n_classes = scores.shape[1]
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_classes):
-        raise MarbleEvalError(f"metrics: class indices must lie in 0..{n_classes - 1}")
-    one_hot = torch.nn.functional.one_hot(index, n_classes)
-    scored = compute_metrics(one_hot, scores, tags=tags, empty_tags=empty_tags)
-    _, checked = _checked_inputs(one_hot, scores)
-    accuracy = multiclass_accuracy(checked, index, num_classes=n_classes, average="micro")
-    return {
-        "accuracy": float(accuracy),
-        "roc_auc": scored["roc_auc"],
-        "map": scored["map"],
-        "excluded_tags": scored["excluded_tags"],
-        "zeroed_tags": scored["zeroed_tags"],
-        "per_tag": scored["per_tag"],
     }
