@@ -14,6 +14,7 @@ from typing import Literal
 
 from marble_eval.errors import MarbleEvalError
 
+SPLITS = ("train", "valid", "test")  # every task is probed on these three splits
 Loss = Literal["bce", "cross_entropy", "mse"]
 Activation = Literal["sigmoid", "softmax", "identity"]
 LabelKind = Literal["multi_hot", "one_hot", "targets"]

@@ -13,9 +13,8 @@ import numpy as np
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.files import sha256_json
+from marble_eval.tasks import SPLITS
 
-SPLITS = ("train", "valid", "test")
-TASKS = ("multilabel", "multiclass")
 VOCABULARY_CHOICES = ("counted", "published")  # what a user may ask for (--vocabulary)
 VOCABULARY_SOURCES = ("counted", "published", "fixed")  # what Dataset.vocabulary_source records
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from marble_eval.datasets.base import SPLITS, TASKS
 from marble_eval.errors import MarbleEvalError
+from marble_eval.tasks import SPLITS, TASKS
 
 
 @dataclass
