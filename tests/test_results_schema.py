@@ -17,14 +17,15 @@ from tests.result_builders import make_result
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_1_FILES = ["result_schema1.json", "result_schema1_presets.json"]
+OLD_FILES = [*SCHEMA_1_FILES, "result_schema2.json"]  # result_schema2.json: written by the schema-2 code
 
 
-@pytest.mark.parametrize("name", SCHEMA_1_FILES)
-def test_a_schema_1_file_is_migrated_on_read_and_written_as_schema_2(tmp_path, name):
+@pytest.mark.parametrize("name", OLD_FILES)
+def test_schema_1_and_2_files_are_migrated_on_read_and_written_as_schema_3(tmp_path, name):
     raw = json.loads((DATA / name).read_text())
-    assert raw["schema_version"] == 1
+    assert raw["schema_version"] == (2 if name == "result_schema2.json" else 1)
     result = ProbeResult.from_disk(DATA / name)
-    assert result.schema_version == SCHEMA_VERSION == 2
+    assert result.schema_version == SCHEMA_VERSION == 3
     stat = result.summary["roc_auc"]
     assert isinstance(stat.mean, float) and isinstance(stat.std, float) and isinstance(stat.n, int)
     assert stat.mean == raw["summary"]["roc_auc"]["mean"] and stat.n == len(raw["selected"])
@@ -33,15 +34,29 @@ def test_a_schema_1_file_is_migrated_on_read_and_written_as_schema_2(tmp_path, n
     assert result.protocol.recipe_name == "mlp" and result.protocol.grid.seeds == raw["protocol"]["grid"]["seeds"]
     assert result.dataset.identity is None and result.dataset.skipped_test_items == 0  # unknown in schema 1
     again = ProbeResult.from_disk(result.to_disk(tmp_path / "migrated.json"))
-    assert json.loads((tmp_path / "migrated.json").read_text())["schema_version"] == 2
+    written = json.loads((tmp_path / "migrated.json").read_text())
+    assert written["schema_version"] == 3
+    assert "accuracy" not in written["selected"][0]["test"]  # schema 2's null fields of other tasks are dropped
+    assert result.selected[0].test.value("roc_auc") == raw["selected"][0]["test"]["roc_auc"]
     assert again == result
+
+
+def test_a_metric_outside_the_metric_table_is_refused(tmp_path):
+    data = make_result("a/model", "lyra", 0.9, 0.6).model_dump(mode="json")
+    data["summary"]["rocauc"] = data["summary"]["roc_auc"]
+    with pytest.raises(MarbleEvalError, match="unknown metric 'rocauc'"):
+        ProbeResult.from_data(data, "typo.json")
+    data["summary"].pop("rocauc")
+    data["selected"] = [{"seed": 0, "lr": 0.001, "layer": 1, "valid": {"rocauc": 0.5}, "test": None}]
+    with pytest.raises(MarbleEvalError, match="unknown metric 'rocauc'"):
+        ProbeResult.from_data(data, "typo.json")
 
 
 def test_newer_or_malformed_files_are_one_line_errors_naming_the_file(tmp_path):
     data = make_result("a/model", "lyra", 0.9, 0.6).model_dump(mode="json")
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({**data, "schema_version": 3}))
-    with pytest.raises(MarbleEvalError, match=r"newer\.json: schema_version 3 is not one this marble-eval reads"):
+    newer.write_text(json.dumps({**data, "schema_version": 4}))
+    with pytest.raises(MarbleEvalError, match=r"newer\.json: schema_version 4 is not one this marble-eval reads"):
         ProbeResult.from_disk(newer)
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps({**data, "model": {**data["model"], "colour": "red"}}))

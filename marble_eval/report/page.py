@@ -32,7 +32,9 @@ from marble_eval.report.significance import (
     significant_winners,
 )
 from marble_eval.results.schema import ProbeResult
-from marble_eval.results.store import METRICS, utc_now
+from marble_eval.results.store import utc_now
+
+METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")  # the report helper replaces this with the metric table
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;

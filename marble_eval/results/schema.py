@@ -18,12 +18,13 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.files import atomic_write_json, sha256_json
+from marble_eval.metrics.table import is_metric
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WEIGHTED = "weighted"
 
 
@@ -56,10 +57,15 @@ class DatasetRecord(_Record):
 
     name: str = Field(description="dataset name")
     version: str = Field(description="version of its YAML")
-    task: str = Field(description="`multilabel` or `multiclass`")
+    task: str = Field(description="task type: `multilabel`, `multiclass`, `regression` or `key` (marble_eval.tasks)")
     identity: str | None = Field(None, description="`Dataset.identity()`: sha256 of items, splits, labels, "
                                  "vocabulary and audio settings (null in migrated schema-1 files)")
-    tags: list[str] = Field(description="ordered vocabulary")
+    tags: list[str] = Field(description="ordered vocabulary: tags, classes, or regression target names")
+    target_stats: dict[str, list[float]] | None = Field(None, description="regression: `{mean, std}` per target "
+                                                        "that the probes' targets were z-scored with")
+    target_stats_source: str | None = Field(None, description="regression: which items the statistics come from")
+    split_origin: str | None = Field(None, description="who made the split when it is not the dataset's published "
+                                     "one (e.g. `marble-eval` for VocalSet); null: the published split")
     splits: dict[str, int] = Field(description="items probed per split (usable audio)")
     split_items: dict[str, int] | None = Field(None, description="items the dataset lists per split, before "
                                                "undecodable audio was left out (null in migrated files)")
@@ -149,18 +155,35 @@ class TagScore(_Record):
 
 
 class Metrics(_Record):
-    """Macro metrics of one probe on one split (fractions)."""
+    """Metrics of one probe on one split (fractions): the task's keys of the metric table
+    (marble_eval/metrics/table.py: roc_auc, map, micro_f1, macro_f1, accuracy, r2, r2_<target>, key_score)."""
 
-    roc_auc: float | None = Field(None, description="macro ROC-AUC")
-    map: float | None = Field(None, description="macro average precision")
-    micro_f1: float | None = Field(None, description="micro F1 at threshold 0.5 (multilabel)")
-    macro_f1: float | None = Field(None, description="macro F1 at threshold 0.5 (multilabel)")
-    accuracy: float | None = Field(None, description="accuracy (multiclass)")
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
     excluded_tags: list[str] = Field(default_factory=list, description="tags left out of the macro averages "
                                      "(no positive, or no negative, item in the split)")
     zeroed_tags: list[str] = Field(default_factory=list, description="tags without positives scored 0 and "
                                    "averaged in (`empty_tags: zero`, as MARBLE v1 and torchmetrics do)")
     per_tag: dict[str, TagScore] | None = Field(None, description="`{tag: {roc_auc, ap}}` (selected probes' test)")
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "Metrics":
+        for key, value in (self.model_extra or {}).items():
+            if not is_metric(key):
+                raise ValueError(f"unknown metric {key!r} (not in the metric table)")
+            if value is not None and not isinstance(value, (int, float)):
+                raise ValueError(f"metric {key!r} must be a number or null")
+        return self
+
+    def value(self, key: str) -> float | None:
+        """The value of metric ``key`` (None when absent)."""
+        found = (self.model_extra or {}).get(key)
+        return None if found is None else float(found)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Every metric of the split, {key: value} (absent and null ones left out)."""
+        return {key: float(v) for key, v in (self.model_extra or {}).items() if v is not None}
 
 
 class SelectedConfig(_Record):
@@ -170,6 +193,8 @@ class SelectedConfig(_Record):
     index: int | None = Field(None, description="position in `grid`")
     lr: float = Field(description="learning rate")
     layer: int | str = Field(description="hidden state or `weighted`")
+    aggregation: str | None = Field(None, description="how an item's windows became one prediction, when chosen "
+                                    "on validation (key task: `vote`, `max_logit`, `mean_logit`, `mean_softmax`)")
     valid: Metrics | None = Field(description="validation metrics")
     test: Metrics | None = Field(description="test metrics with `per_tag` scores")
 
@@ -182,6 +207,7 @@ class GridConfig(_Record):
     seed: int = Field(description="seed")
     epochs: int | None = Field(None, description="epochs run")
     best_epoch: int | None = Field(None, description="epoch whose weights were kept")
+    aggregation: str | None = Field(None, description="window aggregation chosen on validation (key task)")
     valid: Metrics | None = Field(description="validation metrics (null: the probe diverged)")
     test: Metrics | None = Field(description="test metrics (null: the probe diverged)")
 
@@ -229,16 +255,17 @@ class ResultIdentity(_Record):
 class ProbeResult(_Record):
     """One results JSON: one model x dataset x protocol, with the provenance of every number."""
 
-    schema_version: Literal[2] = Field(SCHEMA_VERSION, description="`2`; schema-1 files are migrated on read, "
-                                       "newer ones refused naming the file")
+    schema_version: Literal[3] = Field(SCHEMA_VERSION, description="`3`; schema-1 and schema-2 files are migrated "
+                                       "on read, newer ones refused naming the file")
     created: str = Field(description="UTC time (ISO 8601) the probes finished")
     model: ModelRecord = Field(description="the probed model")
     dataset: DatasetRecord = Field(description="the dataset as resolved")
     protocol: ProtocolRecord = Field(description="extraction and probe protocol")
     extraction: ExtractionRecord = Field(description="feature provenance")
     summary: dict[str, SummaryStat] = Field(description="`{metric: {mean, std, n}}` over seeds of the selected "
-                                            "probes' test metrics: roc_auc, map, micro_f1, macro_f1 (accuracy "
-                                            "for multiclass)")
+                                            "probes' test metrics, the task's keys of the metric table: "
+                                            "multilabel roc_auc, map, micro_f1, macro_f1; multiclass accuracy, "
+                                            "macro_f1; regression r2, r2_<target>; key key_score, accuracy")
     selected: list[SelectedConfig] = Field(description="per seed, the configuration with the best validation "
                                            "score")
     grid: list[GridConfig] = Field(description="every (lr, layer, seed) configuration")
@@ -251,6 +278,13 @@ class ProbeResult(_Record):
 
     _path: Path | None = PrivateAttr(default=None)
 
+    @model_validator(mode="after")
+    def _summary_metrics_known(self) -> "ProbeResult":
+        unknown = [key for key in self.summary if not is_metric(key)]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r} in summary (not in the metric table)")
+        return self
+
     @property
     def path(self) -> Path | None:
         """The file this result was read from or last written to."""
@@ -259,6 +293,11 @@ class ProbeResult(_Record):
     def stat(self, metric: str) -> SummaryStat | None:
         """The summary of ``metric`` (None when the task has no such metric)."""
         return self.summary.get(metric)
+
+    @property
+    def task(self) -> str:
+        """The dataset's task type."""
+        return self.dataset.task
 
     def identity(self) -> ResultIdentity:
         """What this result measured (see ResultIdentity)."""
@@ -296,9 +335,12 @@ class ProbeResult(_Record):
         version = data["schema_version"]
         if version == 1:
             data = migrate_v1(data)
+            version = 2
+        if version == 2:
+            data = migrate_v2(data)
         elif version != SCHEMA_VERSION:
             raise MarbleEvalError(f"{source}: schema_version {version!r} is not one this marble-eval reads "
-                                  f"(1 or {SCHEMA_VERSION}); upgrade marble-eval or rerun `marble-eval probe`")
+                                  f"(1, 2 or {SCHEMA_VERSION}); upgrade marble-eval or rerun `marble-eval probe`")
         try:
             result = cls.model_validate(data)
         except ValidationError as exc:
@@ -314,10 +356,26 @@ class ProbeResult(_Record):
 def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     """A schema-1 result as schema 2: new fields get their "unknown" values; nothing is invented."""
     out = json.loads(json.dumps(data))  # a deep copy
-    out["schema_version"] = SCHEMA_VERSION
+    out["schema_version"] = 2
     out.setdefault("excluded_tags", [])
     out["protocol"].setdefault("max_epochs_override", None)
     out.setdefault("timings", {"load_seconds": 0.0, "probe_seconds": 0.0})
+    return out
+
+
+def migrate_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-2 result as schema 3: the fixed metric fields become the task's metric keys (null ones,
+    such as a tagging result's `accuracy`, are dropped); a multiclass result keeps what it recorded."""
+    out = json.loads(json.dumps(data))  # a deep copy
+    out["schema_version"] = SCHEMA_VERSION
+
+    def clean(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+        if metrics is None:
+            return None
+        return {key: value for key, value in metrics.items() if value is not None or not is_metric(key)}
+
+    for record in [*out.get("selected", []), *out.get("grid", [])]:
+        record["valid"], record["test"] = clean(record.get("valid")), clean(record.get("test"))
     return out
 
 

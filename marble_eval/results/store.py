@@ -25,8 +25,8 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.files import atomic_write_bytes, slug
 from marble_eval.paths import PROJECT_ROOT
 from marble_eval.results.schema import EnvironmentRecord, ProbeResult, ResultIdentity
+from marble_eval.tasks import task_type
 
-METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
 PACKAGES = ("marble-eval", "torch", "transformers", "lightning", "torchmetrics", "numpy", "huggingface_hub",
             "soundfile", "soxr")
 PROJECT_NAME = "marble-eval"
@@ -134,16 +134,34 @@ def predictions_path(result_json: Path) -> Path:
     return path.with_name(stem + ".predictions.npz")
 
 
-def write_predictions(result_json: Path, item_ids: list[str], y_true: np.ndarray, probs: list[np.ndarray],
-                      seeds: list[int], tags: list[str]) -> Path:
-    """Store the selected probes' test probabilities per seed (for paired bootstrap tests).
+def write_predictions(result_json: Path, item_ids: list[str], y_true: np.ndarray, outputs: list[np.ndarray],
+                      seeds: list[int], tags: list[str], task: str = "multilabel") -> Path:
+    """Store the selected probes' test outputs per seed (for paired bootstrap tests and re-scoring).
 
-    Arrays: item_ids [n], y_true [n, T], probs [seeds, n, T] float32, seeds [S], tags [T].
+    Arrays: item_ids [n], y_true [n, T], seeds [S], tags [T] (tags, classes or target names), and
+    ``probs`` [S, n, T] float32 for classification tasks or ``y_pred`` [S, n, T] (regression, in the
+    targets' units, like ``y_true``).
     """
     path = predictions_path(result_json)
+    key = "y_pred" if task_type(task).activation == "identity" else "probs"
     buffer = io.BytesIO()
     np.savez_compressed(buffer, item_ids=np.array(item_ids), y_true=np.asarray(y_true, dtype=np.float32),
-                        probs=np.stack(probs).astype(np.float32), seeds=np.array(seeds, dtype=np.int64),
-                        tags=np.array(tags))
+                        seeds=np.array(seeds, dtype=np.int64), tags=np.array(tags),
+                        **{key: np.stack(outputs).astype(np.float32)})
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def read_predictions(result_json: Path) -> dict[str, np.ndarray] | None:
+    """The predictions file beside a results JSON as {item_ids, y_true, seeds, tags, outputs}
+    (``outputs`` = its ``probs`` or ``y_pred``), or None when there is none."""
+    path = predictions_path(result_json)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise MarbleEvalError(f"{path}: not a readable predictions file ({exc}); rerun the probe to rewrite it") from None
+    arrays["outputs"] = arrays.pop("y_pred") if "y_pred" in arrays else arrays.pop("probs")
+    return arrays
