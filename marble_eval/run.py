@@ -23,12 +23,15 @@ from marble_eval.paths import cache_root
 from marble_eval.probes import GridSpec, ProbeRecipe, load_recipe
 from marble_eval.protocol import FROM_DATASET, Protocol, resolve_protocol
 
+MARBLE_V1 = "marble-v1"
+
 Log = Callable[[str], None]
 Seeds = int | Sequence[int] | None
 # ExtractSettings fields that change only speed and memory, never the features
 SPEED_SETTINGS = ("batch_size", "batch_seconds", "num_workers", "checkpoint_seconds", "shard_items")
 DISTRIBUTED_SETTINGS = ("devices", "num_nodes", "strategy")
-GRIDS = ("marble", "quick")
+GRIDS = ("marble", "quick", "v1")
+MERT_330M_STATES = 25  # MERT-v1-330M: 24 layers + the input projection
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,39 @@ class PairRun:
     def grid(self, n_hidden_states: int) -> GridSpec:
         """The protocol's grid for a model with ``n_hidden_states`` states, explicit lrs/layers applied, checked."""
         seeds = list(self.protocol.seeds)
-        named = GridSpec.marble(n_hidden_states, seeds) if self.protocol.grid == "marble" else GridSpec.quick(seeds)
+        if self.protocol.grid == "v1":
+            named = v1_grid(self.dataset, n_hidden_states, seeds)
+        elif self.protocol.grid == "marble":
+            named = GridSpec.marble(n_hidden_states, seeds)
+        else:
+            named = GridSpec.quick(seeds)
         spec = GridSpec(lrs=list(self.probe.lrs or named.lrs), layers=list(self.probe.layers or named.layers),
                         seeds=seeds)
         spec.check(n_hidden_states)
         return spec
+
+
+def v1_grid(dataset: Dataset, n_hidden_states: int, seeds: list[int]) -> GridSpec:
+    """``--grid v1``: only the (layer, lr) MARBLE v1 chose for this task, its MERT-v1-330M choice for a model
+    with 25 hidden states and its MERT-v1-95M choice otherwise."""
+    v1 = getattr(dataset, "marble_v1", None)
+    if v1 is None:
+        raise MarbleEvalError(f"--grid v1: {dataset.name} is not a MARBLE v1 task (no v1 settings in its YAML); "
+                              f"use --grid marble")
+    large = n_hidden_states == MERT_330M_STATES and v1.layer_330m is not None
+    layer, lr = (v1.layer_330m, v1.lr_330m) if large else (v1.layer_95m, v1.lr_95m)
+    return GridSpec([float(lr)], [layer], seeds)
+
+
+def v1_recipe(recipe: ProbeRecipe, dataset: Dataset) -> ProbeRecipe:
+    """The recipe with MARBLE v1's per-task epochs, LR patience and early-stopping patience (marble-v1 preset)."""
+    v1 = getattr(dataset, "marble_v1", None)
+    if v1 is None:
+        return recipe
+    return dataclasses.replace(
+        recipe, max_epochs=v1.max_epochs,
+        lr_schedule=dataclasses.replace(recipe.lr_schedule, patience=v1.lr_patience),
+        early_stopping=dataclasses.replace(recipe.early_stopping, patience=v1.es_patience))
 
 
 def features_root(cache_dir: Path | str | None) -> Path:
@@ -169,7 +200,8 @@ def plan_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *, need_
         raise MarbleEvalError(f"--grid {protocol.grid!r}: must be one of {', '.join(GRIDS)}")
     device = opts.pop("device", "cpu") or "cpu"
     speed = dict(opts.pop("extract_options", None) or {})
-    distributed = {key: speed.pop(key) for key in DISTRIBUTED_SETTINGS if speed.get(key) is not None}
+    distributed = {key: speed.pop(key) for key in DISTRIBUTED_SETTINGS if key in speed}
+    distributed = {key: value for key, value in distributed.items() if value is not None}
     settings = extraction_settings(protocol, storage=opts.pop("storage", "fp16"), **speed)
     validate_settings(settings, device)
     if distributed.get("devices", 1) < 1 or distributed.get("num_nodes", 1) < 1:
@@ -185,6 +217,11 @@ def plan_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *, need_
     check_probe_options(probe)
     recipe_ = recipe_for(protocol)
     loaded = as_dataset(dataset, opts.pop("data_dir", None), protocol.vocabulary, opts.pop("dataset_options", None))
+    if protocol.preset == MARBLE_V1 and loaded.name == "mtat":
+        raise MarbleEvalError("--protocol marble-v1 --dataset mtat: mtat is ccml's clean split (CultureMERT's); "
+                              "MARBLE v1 ran its own split: use --dataset mtat-marble")
+    if protocol.preset == MARBLE_V1:
+        recipe_ = v1_recipe(recipe_, loaded)
     loaded.check_ready(need_audio=need_audio)
     run = PairRun(model=model, dataset=loaded, protocol=protocol, recipe=recipe_, settings=settings,
                   cache_root=features_root(opts.pop("cache_dir", None)), probe=probe, device=device,

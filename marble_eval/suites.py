@@ -23,19 +23,28 @@ class PairOutcome:
 
     model: str
     dataset: str
-    status: str                 # "ran" | "done" | "failed"
+    status: str                 # "ran" | "done" | "failed" | "missing" (a suite dataset without its data)
     detail: str = ""            # the result path, or the one-line error
     result: ProbeResult | None = None
 
 
+def marble_tasks() -> tuple[str, ...]:
+    """The MARBLE suite's datasets in MARBLE's table order (``--dataset marble``)."""
+    from marble_eval.datasets.registry import MARBLE_TASKS
+
+    return tuple(MARBLE_TASKS)
+
+
 def dataset_names(spec: str | Sequence[str]) -> list[str]:
-    """"all" -> the six published datasets; "makam,lyra,my.yaml" -> its parts (a list passes through)."""
+    """"all" -> the six published datasets; "marble" -> MARBLE's tasks; "makam,lyra,my.yaml" -> its parts
+    (a list passes through)."""
     parts = [spec] if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for part in parts:
         for name in str(part).split(","):
             name = name.strip()
-            names += list(PUBLISHED_DATASETS) if name == "all" else [name] if name else []
+            groups = {"all": PUBLISHED_DATASETS, "marble": marble_tasks() if name == "marble" else ()}
+            names += list(groups[name]) if name in groups else [name] if name else []
     if not names:
         raise MarbleEvalError("--dataset: name at least one dataset (a name, a YAML path, or all)")
     return list(dict.fromkeys(names))
@@ -57,6 +66,8 @@ def evaluate_suite(models: Sequence[str | AudioEncoder], datasets: str | Sequenc
     protocol exists are reported as done.
     """
     names = dataset_names(datasets)
+    optional = set(marble_tasks()) if "marble" in ([datasets] if isinstance(datasets, str) else list(datasets)) \
+        else set()
     config = load_data_config(data_config) if data_config else {}
     if data_dir and len(names) > 1:
         raise MarbleEvalError("--data-dir names one dataset's audio; for several datasets pass --data-config "
@@ -65,6 +76,11 @@ def evaluate_suite(models: Sequence[str | AudioEncoder], datasets: str | Sequenc
     outcomes = []
     for name in names:
         entry = config.get(name) or config.get(Path(name).stem)
+        if name in optional and entry is None:  # --dataset marble: run what the user has, report the rest
+            outcomes += [PairOutcome(model_label(model), name, "missing", "no entry in the data config; "
+                                     f"`marble-eval data check {name}` says where its audio comes from")
+                         for model in models]
+            continue
         options_for = {**(dataset_options or {}), **(entry.options() if entry else {})}
         try:
             dataset = load_dataset(name, data_dir=entry.data_dir if entry else data_dir, vocabulary=vocabulary,
@@ -90,7 +106,9 @@ def evaluate_suite(models: Sequence[str | AudioEncoder], datasets: str | Sequenc
 def suite_lines(outcomes: Sequence[PairOutcome]) -> list[str]:
     """The closing summary of a suite: one line per pair, then the counts."""
     lines = [f"{outcome.status:<6} {outcome.model} on {outcome.dataset}: {outcome.detail}" for outcome in outcomes]
-    counts = {status: sum(outcome.status == status for outcome in outcomes) for status in ("ran", "done", "failed")}
+    counts = {status: sum(outcome.status == status for outcome in outcomes)
+              for status in ("ran", "done", "failed", "missing")}
+    missing = f", {counts['missing']} without data" if counts["missing"] else ""
     lines.append(f"suite: {len(outcomes)} pairs: {counts['ran']} ran, {counts['done']} already done, "
-                 f"{counts['failed']} failed")
+                 f"{counts['failed']} failed{missing}")
     return lines
