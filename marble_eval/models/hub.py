@@ -17,7 +17,7 @@ from marble_eval.errors import MarbleEvalError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 FETCH_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.bin", "*.safetensors.index.json",
-                  "*.bin.index.json", "marble_eval_merge.json"]
+                  "*.bin.index.json", "marble_eval_merge.json", "*.pt", "*_stats.json"]
 _CHUNK = 1 << 22
 
 
@@ -41,12 +41,13 @@ class ResolvedModel:
 
     def weight_files(self) -> list[Path]:
         """Weights to load and fingerprint: safetensors preferred, .bin only when there is none."""
-        for pattern in ("*.safetensors", "*.bin"):
+        for pattern in ("*.safetensors", "*.bin", "*.pt"):
             found = sorted(self.directory.glob(pattern))
             if found:
                 return found
         raise MarbleEvalError(
-            f"{self.directory}: no weights (model.safetensors or pytorch_model.bin); download the full checkpoint")
+            f"{self.directory}: no weights (model.safetensors, pytorch_model.bin or a MusicFM .pt); download the "
+            f"full checkpoint")
 
     def uses_safetensors(self) -> bool:
         return self.weight_files()[0].suffix == ".safetensors"
@@ -76,9 +77,11 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 
 def fingerprint(model: ResolvedModel) -> str:
-    """sha256 over config.json and every weights file's bytes (names included), in name order."""
+    """sha256 over config.json (or a MusicFM statistics json) and every weights file's bytes (names included)."""
     digest = hashlib.sha256()
-    for path in [model.directory / "config.json", *model.weight_files()]:
+    config = model.directory / "config.json"
+    described_by = [config] if config.exists() else sorted(model.directory.glob("*stats.json"))
+    for path in [*described_by, *model.weight_files()]:
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as handle:
             while chunk := handle.read(_CHUNK):

@@ -20,6 +20,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.models.base import ModelInfo
+from marble_eval.models.catalog import catalog_entry
 from marble_eval.models.hub import ResolvedModel, fingerprint
 
 # Bookkeeping fields of config.json that must not reach a config class built by hand.
@@ -94,10 +95,9 @@ def model_info(model: ResolvedModel, module: torch.nn.Module, family: str, sampl
                n_hidden_states: int | None = None, native_window_seconds: float | None = None) -> ModelInfo:
     """The ModelInfo of a loaded checkpoint: L = layers + 1 and D = hidden size unless given or a pooling widens it.
 
-    The weights' licence comes from the catalog when the model is a known hub id (None otherwise).
+    The weights' licence comes from the catalog when the model is a known hub id or built-in name (None
+    otherwise); the native window is the family's, else the fixed input length, else the catalog's.
     """
-    from marble_eval.models.catalog import catalog_entry
-
     config = getattr(module, "config", None)
     entry = catalog_entry(model.spec)
     return ModelInfo(
@@ -105,7 +105,9 @@ def model_info(model: ResolvedModel, module: torch.nn.Module, family: str, sampl
         n_hidden_states=n_hidden_states or config.num_hidden_layers + 1, dim=dim or config.hidden_size,
         n_parameters=sum(p.numel() for p in module.parameters()), fingerprint=fingerprint(model),
         revision=model.revision, fixed_window_seconds=fixed_window_seconds,
-        native_window_seconds=native_window_seconds, licence=entry.licence if entry else None, extra=dict(extra),
+        native_window_seconds=native_window_seconds or fixed_window_seconds
+        or (entry.native_window_seconds if entry else None),
+        licence=entry.licence if entry else None, extra=dict(extra),
     )
 
 
