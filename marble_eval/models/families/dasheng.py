@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.models.base import AudioEncoder
 from marble_eval.models.families.torch_mel import MelPower, power_to_db
 from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import load_state_strict, model_info, preprocessor_config, read_safetensors

@@ -84,10 +84,6 @@ def _conformer_config(state: dict[str, torch.Tensor], source: str) -> tuple[Wav2
     fields: dict[str, Any] = dict(CONFORMER, hidden_size=hidden, num_hidden_layers=layers,
                                   num_attention_heads=HEADS if hidden % HEADS == 0 else 1,
                                   intermediate_size=intermediate, conv_depthwise_kernel_size=kernel)
-    positional = next((v for k, v in state.items() if k.startswith("conformer.pos_conv_embed.") and v.dim() == 3), None)
-    if positional is not None:
-        fields.update(num_conv_pos_embeddings=positional.shape[-1], num_conv_pos_embedding_groups=hidden //
-                      positional.shape[1])
     return Wav2Vec2ConformerConfig(**fields, attn_implementation="eager"), conv_dim, flat * 4 // conv_dim
 
 
@@ -103,7 +99,8 @@ def load_musicfm(model: ResolvedModel, family: str = "musicfm") -> MelConformerE
         mean, std = float(stats[f"{FEATURE}_mean"]), float(stats[f"{FEATURE}_std"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise MarbleEvalError(f"{stats_path}: needs numbers {FEATURE}_mean and {FEATURE}_std") from None
-    state = _state(weights)
+    # The convolutional positions are never used by the Conformer encoder (and their sizes are not recorded).
+    state = {key: value for key, value in _state(weights).items() if not key.startswith("conformer.pos_conv_embed.")}
     config, conv_dim, n_mels = _conformer_config(state, str(weights))
     module = MelConformer(config, conv_dim=conv_dim, n_mels=n_mels, mean=mean, std=std).eval()
     saved_filters = state.get("preprocessor_melspec_2048.mel_stft.mel_scale.fb")

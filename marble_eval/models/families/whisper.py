@@ -27,7 +27,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import AudioEncoder, ModelInfo
+from marble_eval.models.base import AudioEncoder
 from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import (
     BOOKKEEPING_FIELDS,
