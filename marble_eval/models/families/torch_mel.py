@@ -45,6 +45,10 @@ class MelPower(torch.nn.Module):
         self.register_buffer("filters", filters, persistent=False)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=waves.device.type, enabled=False):  # the front end stays float32
+            return self._mel(waves)
+
+    def _mel(self, waves: torch.Tensor) -> torch.Tensor:
         spectrum = torch.stft(waves.float(), n_fft=self.n_fft, hop_length=self.hop_length,
                               win_length=self.win_length, window=self.window, center=True, pad_mode="reflect",
                               normalized=False, onesided=True, return_complex=True)
