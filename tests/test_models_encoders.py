@@ -122,13 +122,22 @@ def test_a_truncated_safetensors_file_is_one_line_and_exit_2(tmp_path, family, c
     assert len(err.splitlines()) == 1 and str(weights) in err and "truncated or corrupt" in err
 
 
-def test_a_truncated_mert_safetensors_file_is_one_line_and_exit_2(tmp_path, tiny_mert_dirs, capsys):
-    directory = shutil.copytree(tiny_mert_dirs["safetensors"], tmp_path / "m")
-    weights = directory / "model.safetensors"
+@pytest.mark.parametrize("layout", ["safetensors", "bin"])
+def test_a_truncated_mert_weights_file_is_one_line_and_exit_2(tmp_path, tiny_mert_dirs, layout, capsys):
+    directory = shutil.copytree(tiny_mert_dirs[layout], tmp_path / "m")
+    weights = directory / ("model.safetensors" if layout == "safetensors" else "pytorch_model.bin")
     weights.write_bytes(weights.read_bytes()[:-100])
     assert main(["info", "--model", str(directory)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(weights) in err
+    assert len(err.splitlines()) == 1 and str(weights) in err and "truncated or corrupt" in err
+
+
+def test_a_truncated_musicfm_checkpoint_is_one_line(tmp_path):
+    directory = build_tiny_musicfm(tmp_path / "m")
+    weights = directory / "pretrained_msd.pt"
+    weights.write_bytes(weights.read_bytes()[:-50])
+    with pytest.raises(MarbleEvalError, match=r"pretrained_msd\.pt: not a readable torch file"):
+        load_model(str(directory))
 
 
 # --- MusicFM, Whisper, Qwen2-Audio: tiny checkpoints in the released layouts ---------------------------
@@ -307,7 +316,7 @@ def test_fixture_pre_ln_is_a_loadable_pre_layer_norm_built_in(tmp_path):
     assert model.info.licence.startswith("none") and model.info.fingerprint != plain.info.fingerprint
 
 
-def test_info_shows_licence_and_native_window_of_a_hub_id_offline(tmp_path):
+def test_a_muq_hub_id_loads_and_evaluates_offline_from_the_hf_cache(tmp_path):
     from test_models_mert import _fake_hub_cache
 
     hf_home = tmp_path / "hf"
@@ -320,6 +329,13 @@ def test_info_shows_licence_and_native_window_of_a_hub_id_offline(tmp_path):
     info = json.loads(result.stdout)
     assert (info["family"], info["revision"], info["licence"], info["native_window_seconds"]) == \
         ("muq", commit, "CC BY-NC 4.0", 30.0)
+    evaluation = subprocess.run([sys.executable, "-m", "marble_eval", "eval", "--model", "OpenMuQ/MuQ-large-msd-iter",
+                                 "--dataset", "fixture", "--seeds", "1", "--grid", "quick", "--no-progress",
+                                 "--results-dir", str(tmp_path / "results")],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    written = list((tmp_path / "results").rglob("*.json"))
+    assert written and any('"muq"' in path.read_text() for path in written)
 
 
 @pytest.mark.parametrize("family", ["muq", "dasheng", "musicfm", "whisper", "qwen2-audio"])

@@ -17,7 +17,7 @@ from marble_eval.errors import MarbleEvalError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 FETCH_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.bin", "*.safetensors.index.json",
-                  "*.bin.index.json", "marble_eval_merge.json", "*.pt", "*_stats.json"]
+                  "*.bin.index.json", "marble_eval_merge.json", "pretrained_*.pt", "*_stats.json"]
 _CHUNK = 1 << 22
 
 

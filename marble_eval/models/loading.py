@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,24 @@ def model_info(model: ResolvedModel, module: torch.nn.Module, family: str, sampl
 
 
 def check_weight_files(model: ResolvedModel) -> None:
-    """Refuse a truncated or corrupt safetensors file in one line naming it (before transformers reads it)."""
+    """Refuse a truncated or corrupt weights file in one line naming it (before transformers reads it).
+
+    safetensors headers are checked against the file's size; a torch.save file (a zip archive) must
+    still have its central directory, which truncation cuts off.
+    """
     for path in model.weight_files():
         if path.suffix == ".safetensors":
             _open_safetensors(path).__exit__(None, None, None)
+        else:
+            _check_torch_archive(path)
+
+
+def _check_torch_archive(path: Path) -> None:
+    with open(path, "rb") as handle:
+        is_archive = handle.read(4) == b"PK\x03\x04"
+    if is_archive and not zipfile.is_zipfile(path):
+        raise MarbleEvalError(f"{path}: not a readable torch file (its zip directory is missing); it is truncated "
+                              f"or corrupt, download it again")
 
 
 def _open_safetensors(path: Path) -> Any:
@@ -146,6 +161,7 @@ def read_safetensors(paths: list[Path], keep: tuple[str, ...] = ("*",)) -> dict[
 
 def read_torch_tensors(path: Path) -> Any:
     """A torch.save file read with weights_only=True: tensors and plain containers, never arbitrary objects."""
+    _check_torch_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
