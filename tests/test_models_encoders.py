@@ -338,6 +338,25 @@ def test_a_muq_hub_id_loads_and_evaluates_offline_from_the_hf_cache(tmp_path):
     assert written and any('"muq"' in path.read_text() for path in written)
 
 
+def test_qwen2_audio_hub_id_needs_only_the_towers_shard_offline(tmp_path, tiny_dirs):
+    from test_models_mert import _fake_hub_cache
+
+    source = shutil.copytree(tiny_dirs["qwen2-audio"], tmp_path / "source")
+    local = fingerprint(resolve_model(str(source)))
+    assert load_model(str(source)).info.fingerprint != local  # the tower's shard only, not the whole checkpoint
+    (source / "model-00002-of-00002.safetensors").unlink()  # the language model's shard was never downloaded
+    hf_home = tmp_path / "hf"
+    _fake_hub_cache(hf_home, "Qwen/Qwen2-Audio-7B", source)
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "MARBLE_EVAL_HOME": str(tmp_path / "me"),
+           "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "marble_eval", "info", "--model", "Qwen/Qwen2-Audio-7B", "--json"],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["family"] == "qwen2-audio" and info["licence"] == "Apache-2.0"
+    assert info["fingerprint"] == load_model(str(tiny_dirs["qwen2-audio"])).info.fingerprint
+
+
 @pytest.mark.parametrize("family", ["muq", "dasheng", "musicfm", "whisper", "qwen2-audio"])
 def test_a_fixture_eval_runs_with_each_new_family(tmp_path, tiny_dirs, family, one_torch_thread):
     import marble_eval

@@ -3,7 +3,8 @@
 Both take a 30-s log-mel (WhisperFeatureExtractor: 16 kHz, hop 160, 80 or 128 bands, every input
 padded to 30 s) through two convolutions (the second of stride 2: 50 Hz) and a transformer.
 Only the encoder's tensors are read from the checkpoint (``model.encoder.*`` of a Whisper model,
-``audio_tower.*`` of Qwen2-Audio): the decoder and the 7B language model are never loaded.
+``audio_tower.*`` of Qwen2-Audio): the decoder and the 7B language model are never loaded, and of a
+sharded Qwen2-Audio checkpoint only the shards that hold the tower are downloaded and fingerprinted.
 
 Padding: the encoder always sees 30 s, mostly silence for a short window, so only the frames that
 hold real audio are pooled (``ceil(ceil(n / 160) / 2)`` of the 1,500). Qwen2-Audio also masks the
@@ -18,6 +19,7 @@ LayerNorm, 25 Hz), replacing the raw last layer output.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -160,6 +162,8 @@ def load_qwen2_audio(model: ResolvedModel, family: str = "qwen2-audio") -> Audio
         raise MarbleEvalError(f"{model.directory / 'config.json'}: audio_config is missing")
     fields = {key: value for key, value in tower.items() if key not in BOOKKEEPING_FIELDS}
     config = Qwen2AudioEncoderConfig(**fields)
+    if raw.get("model_type") == "qwen2_audio":  # read and fingerprint only the shards that hold the tower
+        model = replace(model, weight_prefix="audio_tower.")
     encoder = Qwen2AudioEncoder(config).eval()
     state, source = _tower_state(model, family)
     load_state_strict(encoder, state, source, family)
