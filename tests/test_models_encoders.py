@@ -330,7 +330,7 @@ def test_a_muq_hub_id_loads_and_evaluates_offline_from_the_hf_cache(tmp_path):
     assert (info["family"], info["revision"], info["licence"], info["native_window_seconds"]) == \
         ("muq", commit, "CC BY-NC 4.0", 30.0)
     evaluation = subprocess.run([sys.executable, "-m", "marble_eval", "eval", "--model", "OpenMuQ/MuQ-large-msd-iter",
-                                 "--dataset", "fixture", "--seeds", "1", "--grid", "quick", "--no-progress",
+                                 "--dataset", "fixture", "--limit", "12", "--seeds", "1", "--grid", "quick", "--no-progress",
                                  "--results-dir", str(tmp_path / "results")],
                                 capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
