@@ -196,7 +196,8 @@ def train_plan(plan: ProbePlan, inputs: ProbeInputs, show_progress: bool = False
         created=utc_now(),
         model=ModelRecord(id=model.model_id, name=plan.display_name, family=model.family,
                           fingerprint=model.fingerprint, revision=model.revision,
-                          hidden_states=model.n_hidden_states, dim=model.dim, parameters=model.n_parameters),
+                          hidden_states=model.n_hidden_states, dim=model.dim, parameters=model.n_parameters,
+                          licence=model.licence),
         dataset=dataset_record(dataset, inputs),
         protocol=protocol_record(plan.cache, plan.recipe, plan.grid, plan.max_epochs, **(plan.protocol_fields or {})),
         extraction=ExtractionRecord(cache_dir=str(plan.cache.directory), excluded_items=inputs.excluded,
@@ -252,6 +253,7 @@ def cached_model_info(run: PairRun) -> tuple[FeatureCache, ModelInfo]:
     model options must match the cache's.
     """
     from marble_eval.features.cache import locate_cache
+    from marble_eval.models.catalog import catalog_entry
     from marble_eval.models.hub import fingerprint
     from marble_eval.models.registry import resolve
 
@@ -261,11 +263,11 @@ def cached_model_info(run: PairRun) -> tuple[FeatureCache, ModelInfo]:
     pooling = run.model_options.get("pooling")
     cache = locate_cache(run.cache_root, run.dataset, fingerprint(resolved), run.settings,
                          {"pooling": pooling} if pooling else None)
-    key = cache.key
+    key, entry = cache.key, catalog_entry(str(run.model))
     return cache, ModelInfo(model_id=str(run.model), family=key.family, sample_rate=key.sample_rate,
                             n_hidden_states=key.n_hidden_states, dim=key.dim, n_parameters=key.n_parameters,
                             fingerprint=key.model_fingerprint, revision=resolved.revision,
-                            extra=dict(key.model_settings))
+                            licence=entry.licence if entry else None, extra=dict(key.model_settings))
 
 
 def probe_stage(run: PairRun, cache: FeatureCache, info: ModelInfo) -> tuple[ProbeResult, bool]:
