@@ -24,6 +24,12 @@ SOURCES: dict[str, str] = {
     "manifest": "marble_eval.datasets.sources.manifest:load",      # a user's CSV/JSONL manifest
 }
 
+# The MARBLE v1 suite (`--dataset marble`): its clip-level tasks in the order of MARBLE's tables.
+MARBLE_TASKS: tuple[str, ...] = (
+    "gtzan", "gs-key", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-technique", "vocalset-singer",
+    "mtg-top50", "mtg-genre", "mtg-instrument", "mtg-moodtheme", "mtat-marble",
+)
+
 
 @dataclass(frozen=True)
 class LoadContext:
