@@ -207,16 +207,36 @@ class Dataset:
         if not data_dir.is_dir():
             raise MarbleEvalError(f"{data_dir}: --data-dir is not a directory; pass the folder holding "
                                   f"{self.name}'s audio")
+        linked_out: list[Item] = []
         for item in self.items:  # stops at the first file found: cheap when the dir is right
             try:
                 if self.audio_path(item).is_file():
                     return
             except MarbleEvalError:
-                continue
+                if not escapes(item.path) and (data_dir / item.path).is_file():
+                    linked_out.append(item)  # there, but a symlink leads out of the data dir
+        if linked_out:
+            raise MarbleEvalError(self._linked_out_message(data_dir, linked_out))
         example = data_dir / self.items[0].path if self.items else data_dir
         raise MarbleEvalError(f"{data_dir}: none of {self.name}'s {len(self.items):,} audio files is there "
                               f"(e.g. {example}); is it the right --data-dir? "
                               f"`{self._command('data check')} --quick` lists what it expects")
+
+    def _linked_out_message(self, data_dir: Path, linked_out: list[Item]) -> str:
+        """Why audio files that exist are refused: symlinks lead out of the data dir; what to do."""
+        example = linked_out[0]
+        target = (data_dir / example.path).resolve()
+        # the folder that would hold every path as written, when the links mirror the layout
+        depth = len(Path(example.path).parts)
+        root = target.parents[depth - 1] if len(target.parents) >= depth else None
+        instead = (f"or pass the folder the links point into as --data-dir (e.g. --data-dir {root})"
+                   if root is not None and (root / example.path).resolve() == target
+                   else "or make --data-dir the folder that holds the files themselves, laid out as the paths say")
+        others = len(self.items) - len(linked_out)
+        missing = f" (the other {others:,} are not there)" if others else ""
+        return (f"{data_dir}: {len(linked_out):,} of {self.name}'s {len(self.items):,} audio files exist but lead "
+                f"out of the data dir through symlinks{missing} (e.g. {data_dir / example.path} -> {target}), and "
+                f"audio is read only inside --data-dir; copy the files into the data dir, {instead}")
 
     def _command(self, subcommand: str) -> str:
         """A command line that works for this dataset (custom YAMLs by path)."""
