@@ -156,3 +156,26 @@ def test_a_multilabel_identity_is_what_it_was_before_the_task_types() -> None:
 def test_the_marble_suite_lists_twelve_tasks_in_marbles_table_order() -> None:
     assert len(MARBLE_TASKS) == len(set(MARBLE_TASKS)) == 12
     assert MARBLE_TASKS[:3] == ("gtzan", "gs-key", "emo") and MARBLE_TASKS[-1] == "mtat-marble"
+
+
+def test_a_source_fixed_class_list_needs_the_source_rule() -> None:
+    rows = items([("a",), ("b",), ("a",), ("b",)])
+    with pytest.raises(MarbleEvalError, match="vocabulary rule 'top_n' does not fit source 'manifest'; use rule source"):
+        finish(spec("multiclass"), LoadContext(), rows, classes=["a", "b", "c"])
+    with pytest.raises(MarbleEvalError, match="use rule top_n, all or fixed"):
+        finish(spec("multiclass", vocabulary={"rule": "source"}), LoadContext(), rows)
+    dataset = finish(spec("multiclass", vocabulary={"rule": "source"}), LoadContext(), rows, classes=["a", "b", "c"])
+    assert dataset.vocabulary == ["a", "b", "c"] and dataset.vocabulary_source == "fixed"
+    dataset.check_ready(need_audio=False)  # "c" has no item at all: an unused output, not a refusal
+
+
+def test_split_origin_and_score_unit_reach_the_dataset_and_its_identity() -> None:
+    plain = finish(spec("multiclass"), LoadContext(), items([("a",)] * 3))
+    ours = finish(spec("multiclass", split_origin="marble-eval", audio={"score_per": "window"}), LoadContext(),
+                  items([("a",)] * 3))
+    assert (plain.split_origin, plain.score_per) == (None, "item") and (ours.split_origin, ours.score_per) == (
+        "marble-eval", "window")
+    assert len({plain.identity(), ours.identity(), ours.with_score_per("item").identity()}) == 3
+    assert ours.with_score_per("window") is ours
+    with pytest.raises(MarbleEvalError, match="split_origin"):
+        spec("multiclass", split_origin="ours")

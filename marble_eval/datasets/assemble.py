@@ -47,9 +47,11 @@ def canonical_key(label: str) -> str:
 
 def finish(spec: BenchmarkSpec, context: LoadContext, items: list[Item], notes: list[str] | None = None,
            missing_labels: str | None = None,
-           target_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
+           target_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+           classes: list[str] | None = None) -> Dataset:
     """The Dataset: vocabulary by the task and the YAML's rule, published sizes and vocabulary compared
-    (into notes). ``target_stats``: (mean, std) per target a source fixes for z-scoring (regression)."""
+    (into notes). ``target_stats``: (mean, std) per target a source fixes for z-scoring (regression).
+    ``classes``: the ordered class list a source fixes (NSynth's 11 families, 128 MIDI pitches)."""
     notes = list(notes or [])
     counts = Counter(item.split for item in items)
     unknown = set(counts) - set(SPLITS)
@@ -70,7 +72,12 @@ def finish(spec: BenchmarkSpec, context: LoadContext, items: list[Item], notes: 
     if spec.task == "regression" and missing_labels is None:
         _check_targets(spec, items)
     published = _published(spec, context)
-    if spec.task in ("key", "regression"):
+    if (classes is not None) != (spec.vocabulary.rule == "source"):
+        raise MarbleEvalError(f"benchmark {spec.name!r}: vocabulary rule {spec.vocabulary.rule!r} does not fit source "
+                              f"{spec.source!r}; use rule {'source' if classes is not None else 'top_n, all or fixed'}")
+    if classes is not None:
+        vocabulary, source = list(classes), "fixed"
+    elif spec.task in ("key", "regression"):
         vocabulary, source = (list(KEY_CLASSES) if spec.task == "key" else list(spec.targets or [])), "fixed"
         if spec.task == "key" and missing_labels is None:
             notes.extend(_unlearnable(vocabulary, items, "", "keys have no train item (noted only: 24 keys rarely all "
@@ -90,7 +97,8 @@ def finish(spec: BenchmarkSpec, context: LoadContext, items: list[Item], notes: 
                    window_seconds=spec.audio.window_seconds, notes=notes, missing_labels=missing_labels,
                    vocabulary_source=source, drop_partial_windows=spec.audio.partial_windows == "drop",
                    target_stats_rule="explicit" if target_stats is not None else spec.target_stats,
-                   explicit_target_stats=target_stats, marble_v1=spec.marble_v1)
+                   explicit_target_stats=target_stats, marble_v1=spec.marble_v1, split_origin=spec.split_origin,
+                   score_per=spec.audio.score_per)
 
 
 def _with_key(spec: BenchmarkSpec, item: Item) -> Item:

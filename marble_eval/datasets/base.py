@@ -25,6 +25,7 @@ VOCABULARY_SOURCES = ("counted", "published", "fixed")  # what Dataset.vocabular
 # Dataset.target_stats_rule values: the split(s) the z-scoring statistics are computed over, or
 # "explicit" (numbers a source set in Dataset.explicit_target_stats).
 TARGET_STATS_SPLITS = {"train": ("train",), "training": ("train", "valid")}
+SCORE_UNITS = ("item", "window")  # Dataset.score_per values
 TARGET_STATS_SOURCES = {"train": "train split", "training": "train + valid splits", "explicit": "fixed by the source"}
 
 
@@ -65,6 +66,8 @@ class Dataset:
     target_stats_rule: str = "train"      # regression: "train", "training" (train + valid) or "explicit"
     explicit_target_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std) per target
     marble_v1: MarbleV1Settings | None = None  # what MARBLE v1 ran for this task, and its published numbers
+    split_origin: str | None = None       # None: the source's published split; "marble-eval": built here (mark it)
+    score_per: str = "item"               # "item": windows' logits averaged per item; "window": each window scored
 
     def identity(self) -> str:
         """sha256 of what the dataset resolved to: items (id, split, path, labels), vocabulary, audio
@@ -82,6 +85,10 @@ class Dataset:
                              + ([list(item.targets)] if item.targets else []) for item in self.items]}
         if self.drop_partial_windows:
             content["drop_partial_windows"] = True
+        if self.split_origin is not None:
+            content["split_origin"] = self.split_origin
+        if self.score_per != "item":
+            content["score_per"] = self.score_per
         if self.task == "regression":
             content["target_stats"] = {"rule": self.target_stats_rule,
                                        "explicit": [list(v) for v in self.explicit_target_stats or ()]}
@@ -110,6 +117,18 @@ class Dataset:
             raise MarbleEvalError(f"{self.name}: no {' or '.join(splits)} items to compute the target statistics over")
         values = np.asarray(rows, dtype=np.float64)
         return values.mean(axis=0), values.std(axis=0)
+
+    def with_score_per(self, unit: str) -> Dataset:
+        """A copy scored per ``unit``: "item" (an item's window logits averaged, e.g. per VocalSet recording)
+        or "window" (every window its own example, as MARBLE scores VocalSet's 3-s chunks); noted, and
+        recorded in identity()."""
+        if unit not in SCORE_UNITS:
+            raise MarbleEvalError(f"score per {unit!r}: use one of {', '.join(SCORE_UNITS)}")
+        if unit == self.score_per:
+            return self
+        note = (f"scored per {unit}, where {self.name} is scored per {self.score_per}: not comparable with runs "
+                f"scored per {self.score_per}")
+        return replace(self, score_per=unit, notes=[*self.notes, note])
 
     def split(self, name: str) -> list[Item]:
         """Items of one split, in dataset order."""
@@ -160,6 +179,8 @@ class Dataset:
         """Refuse, in one line and before any extraction, what would fail every item or make the probe
         meaningless: an empty split; with ``need_labels``, missing labels or a vocabulary without one
         train positive; with ``need_audio``, no data dir or a data dir holding none of the audio files."""
+        if need_labels and self.missing_labels and not self.items:
+            raise MarbleEvalError(self.missing_labels)  # the items come with the labels (NSynth, VocalSet)
         sizes = {split: len(self.split(split)) for split in SPLITS}
         empty = [split for split in SPLITS if not sizes[split]]
         if empty:
@@ -187,7 +208,10 @@ class Dataset:
             raise MarbleEvalError(f"{self.name}: none of the {len(self.vocabulary)} tags of the {self.vocabulary_source} "
                                   f"vocabulary has a positive train item, so nothing can be learned; {fix}")
         if self.task == "multiclass":
-            absent = [tag for tag, count in zip(self.vocabulary, train.sum(axis=0)) if not count]
+            # a class some valid/test item has but no train item cannot be learned; a class of a fixed
+            # vocabulary no item has (NSynth's unused MIDI pitches) is an output that is never right: fine
+            used = {item.tags[0] for item in self.items if item.tags}
+            absent = [tag for tag, count in zip(self.vocabulary, train.sum(axis=0)) if not count and tag in used]
             if absent:
                 shown = ", ".join(absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
                 raise MarbleEvalError(f"{self.name}: {len(absent)} of the {len(self.vocabulary)} classes have no train "

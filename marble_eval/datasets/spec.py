@@ -47,7 +47,8 @@ class RemoteFile:
 class VocabularyRule:
     """How the ordered tag vocabulary is built (PROTOCOL 5: top-N over train)."""
 
-    rule: Literal["top_n", "all", "fixed", "reference"] = "top_n"
+    # "source": the source module fixes the ordered classes (NSynth's 128 MIDI pitches)
+    rule: Literal["top_n", "all", "fixed", "reference", "source"] = "top_n"
     n: int | None = Field(default=None, ge=1)  # top_n without n keeps every tag
     tags: list[str] | None = None  # for rule "fixed"
     # which items are counted: "train"; "training" = train + valid (the published file before the
@@ -78,6 +79,9 @@ class AudioSettings:
     window_seconds: float = Field(default=0.0, ge=0)
     # "drop": a last window shorter than window_seconds is not used (GiantSteps keeps only full 30-s clips)
     partial_windows: Literal["keep", "drop"] = "keep"
+    # what one prediction is scored on: the item (its windows' logits averaged), or each window on its own
+    # (MARBLE's VocalSet scores every 3-s chunk); Dataset.with_score_per switches it, recorded in identity()
+    score_per: Literal["item", "window"] = "item"
 
 
 @dataclass(config=STRICT)
@@ -136,6 +140,9 @@ class BenchmarkSpec:
     audio: AudioSettings = Field(default_factory=AudioSettings)
     options: dict[str, Any] = Field(default_factory=dict)  # source-specific settings
     targets: list[str] | None = None          # regression: the target names (manifest columns), in order
+    # None: the split is the one the source publishes (or the user's manifest); "marble-eval": built here by
+    # the upstream's stated rules because its lists were never published (VocalSet), so marked as ours
+    split_origin: Literal["marble-eval"] | None = None
     target_stats: TargetStatsRule = "train"   # regression: the items the z-scoring statistics come from
     marble_v1: MarbleV1Settings | None = None
 
