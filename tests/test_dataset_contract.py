@@ -56,6 +56,9 @@ def test_regression_needs_targets_and_only_regression_takes_them() -> None:
         spec("multiclass", targets=["a"])
     with pytest.raises(MarbleEvalError, match="target_stats is for task regression only"):
         spec("multiclass", target_stats="training")
+    for task, extra in (("key", {}), ("regression", {"targets": ["a"]})):
+        with pytest.raises(MarbleEvalError, match=f"task {task} takes no vocabulary"):
+            spec(task, vocabulary={"rule": "top_n", "n": 3}, **extra)
 
 
 def test_marble_v1_block_is_typed_and_checks_models_and_metrics() -> None:

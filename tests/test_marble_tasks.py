@@ -25,7 +25,7 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.tasks import expand_metrics, task_type
 from tests.conftest import REFERENCE_DIR
 
-MINE = ("gtzan", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-singer", "vocalset-technique")
+MINE = ("gtzan", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-singer", "vocalset-technique", "mtat-marble")
 TONE = (0.1 * np.sin(np.linspace(0, 400, 1600))).astype(np.float32)
 
 

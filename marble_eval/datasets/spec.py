@@ -148,6 +148,9 @@ class BenchmarkSpec:
 
     @model_validator(mode="after")
     def _targets_fit_the_task(self) -> "BenchmarkSpec":
+        if self.task in ("key", "regression") and self.vocabulary != VocabularyRule():
+            fixed = "the 24 keys of marble_eval.metrics.keys" if self.task == "key" else "its targets"
+            raise ValueError(f"task {self.task} takes no vocabulary: its classes are always {fixed}; remove vocabulary")
         if self.task == "regression":
             if not self.targets:
                 raise ValueError("task regression needs targets: the names of its numeric targets, e.g. "
