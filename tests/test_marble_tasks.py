@@ -242,3 +242,13 @@ def test_the_datasets_listing_marks_marble_evals_splits(capsys) -> None:
     assert run(argparse.Namespace(json=False)) == 0
     out = capsys.readouterr().out
     assert "vocalset-singer ‡" in out and "gtzan ‡" not in out and out.rstrip().endswith("never published)")
+
+
+@pytest.mark.parametrize("name", ["nsynth-pitch", "vocalset-technique"])
+def test_data_check_on_a_folder_without_the_dataset_says_what_is_missing(name: str, tmp_path: Path, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="marble-eval")
+    data_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["data", "check", name, "--data-dir", str(tmp_path)])
+    with pytest.raises(MarbleEvalError, match=rf"^{name}: the (notes|items) and their labels .*\(\S+ (does not exist|is not a folder)\)"):
+        args.run(args)
+    assert "0 of 0 items OK" not in capsys.readouterr().out
