@@ -177,8 +177,11 @@ class Dataset:
 
     def check_ready(self, need_audio: bool = True, need_labels: bool = True) -> None:
         """Refuse, in one line and before any extraction, what would fail every item or make the probe
-        meaningless: an empty split; with ``need_labels``, missing labels or a vocabulary without one
-        train positive; with ``need_audio``, no data dir or a data dir holding none of the audio files."""
+        meaningless: an empty split; with ``need_labels``, missing labels, a vocabulary without one
+        train positive, a multiclass class that valid/test items have and no train item has, or a
+        regression target that is constant where its statistics come from; with ``need_audio``, no data
+        dir or a data dir holding none of the audio files (saying so when they exist behind symlinks
+        that lead out of it)."""
         if need_labels and self.missing_labels and not self.items:
             raise MarbleEvalError(self.missing_labels)  # the items come with the labels (NSynth, VocalSet)
         sizes = {split: len(self.split(split)) for split in SPLITS}
