@@ -168,10 +168,13 @@ def test_fixture_style_manifest_with_tags_column_and_ids(tmp_path: Path) -> None
 
 
 def test_multiclass_needs_one_label_per_item(tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz\n")
+    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nc.wav,valid,rock\nb.wav,test,jazz\n")
     yaml_path = write_yaml(tmp_path, "m.csv", "vocabulary: {rule: all}\n")
     yaml_path.write_text(yaml_path.read_text().replace("multilabel", "multiclass"))
-    assert load_dataset(str(yaml_path)).vocabulary == ["rock"]  # counted over train only
+    dataset = load_dataset(str(yaml_path))
+    assert dataset.vocabulary == ["rock", "jazz"]  # every class; those absent from train follow
+    with pytest.raises(MarbleEvalError, match="1 of the 2 classes have no train item.*: jazz;"):
+        dataset.check_ready(need_audio=False)
     (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz|rock\n")
     with pytest.raises(MarbleEvalError, match="multiclass needs exactly one label per item; item 'b.wav' has 2"):
         load_dataset(str(yaml_path))

@@ -26,6 +26,12 @@ SOURCES: dict[str, str] = {
     "mtg_jamendo": "marble_eval.datasets.sources.mtg_jamendo:load",  # MTG-Jamendo autotagging split-0 TSVs (mtg-*)
 }
 
+# The MARBLE v1 suite (`--dataset marble`): its clip-level tasks in the order of MARBLE's tables.
+MARBLE_TASKS: tuple[str, ...] = (
+    "gtzan", "gs-key", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-technique", "vocalset-singer",
+    "mtg-top50", "mtg-genre", "mtg-instrument", "mtg-moodtheme", "mtat-marble",
+)
+
 
 @dataclass(frozen=True)
 class LoadContext:
