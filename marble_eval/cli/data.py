@@ -150,13 +150,14 @@ def _print_audio_source(name: str) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from marble_eval.datasets.fetch import BASE_URL_ENV, downloads_for, fetch_all
+    from marble_eval.datasets.fetch import BASE_URL_ENV, fetch_all, fetcher
     from marble_eval.datasets.registry import LoadContext, load_dataset, load_spec
     from marble_eval.progress import progress_bar
 
     spec = load_spec(args.dataset)
+    list_downloads = fetcher(spec)  # refuses before loading a dataset it cannot download
     dataset = load_dataset(args.dataset, reference_dir=args.reference_dir, allow_unlabelled=True, limit=args.limit)
-    downloads = downloads_for(spec, LoadContext(reference_dir=args.reference_dir), dataset.items)
+    downloads = list_downloads(spec, LoadContext(reference_dir=args.reference_dir), dataset.items)
     base_url = args.base_url or os.environ.get(BASE_URL_ENV) or None
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
         task = progress.add_task(f"{spec.name} audio", total=len(downloads))

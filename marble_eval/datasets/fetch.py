@@ -139,14 +139,14 @@ def fetch_all(downloads: list[Download], output: Path, base_url: str | None = No
     return report
 
 
-def downloads_for(spec: BenchmarkSpec, context: LoadContext, items: list[Item]) -> list[Download]:
-    """The Downloads of ``items`` for a dataset whose source publishes URLs, or a one-line refusal."""
+def fetcher(spec: BenchmarkSpec) -> Callable[[BenchmarkSpec, LoadContext, list[Item]], list[Download]]:
+    """The function listing a dataset's Downloads for some items, or a one-line refusal (no published URLs)."""
     if spec.source not in FETCHERS:
         hint = audio_source(spec)
         raise MarbleEvalError(f"{spec.name}: marble-eval cannot download its audio (no published URLs with "
                               f"checksums)" + (f"; get it here: {hint}" if hint else ""))
     module_name, function = FETCHERS[spec.source].split(":")
-    return getattr(importlib.import_module(module_name), function)(spec, context, items)
+    return getattr(importlib.import_module(module_name), function)
 
 
 def audio_source(spec: BenchmarkSpec) -> str | None:

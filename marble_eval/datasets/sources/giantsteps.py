@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic.dataclasses import dataclass
 
-from marble_eval.datasets.assemble import audio_path, finish, options, reference
+from marble_eval.datasets.assemble import audio_path, canonical_key, finish, options, reference
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.datasets.fetch import Download
 from marble_eval.datasets.readers import read_json, read_rows
 from marble_eval.datasets.reference import reference_dir
 from marble_eval.datasets.spec import STRICT, BenchmarkSpec
 from marble_eval.errors import MarbleEvalError
-from marble_eval.metrics.keys import KEY_CLASSES, parse_key
 
 if TYPE_CHECKING:
     from marble_eval.datasets.registry import LoadContext
@@ -211,7 +210,7 @@ def _item(spec: BenchmarkSpec, track: str, split: str, key: str) -> Item:
 def _key(label: str, where: str) -> str:
     """The canonical class name (``KEY_CLASSES``) of a GiantSteps key label ("D# minor" -> "Eb minor")."""
     try:
-        return KEY_CLASSES[parse_key(label.strip())]
+        return canonical_key(label.strip())
     except MarbleEvalError as exc:
         raise MarbleEvalError(f"{where}: {exc}") from None
 

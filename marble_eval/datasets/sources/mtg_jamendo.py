@@ -86,7 +86,7 @@ def read_tracks(path: Path) -> list[tuple[int, Track]]:
         if not text.strip():
             continue
         fields = text.split("\t")
-        tags = tuple(tag.strip() for tag in fields[5:] if tag.strip())
+        tags = tuple(filter(None, map(str.strip, fields[5:])))  # v1 strips each tag; empty fields are none
         if len(fields) < 6 or not tags:
             raise MarbleEvalError(f"{path}: line {number}: expected 5 columns then at least one tag, "
                                   f"found {len(fields)} field(s)")
