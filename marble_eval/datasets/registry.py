@@ -26,6 +26,8 @@ SOURCES: dict[str, str] = {
     "mtat": "marble_eval.datasets.sources.mtat:load_split_files",  # MTAT clean split files + annotations_final.csv
     "mtat_folders": "marble_eval.datasets.sources.mtat:load_folders",  # MARBLE's MTAT folder split
     "manifest": "marble_eval.datasets.sources.manifest:load",      # a user's CSV/JSONL manifest
+    "giantsteps": "marble_eval.datasets.sources.giantsteps:load",  # MARBLE v1's GiantSteps key split (gs-key)
+    "mtg_jamendo": "marble_eval.datasets.sources.mtg_jamendo:load",  # MTG-Jamendo autotagging split-0 TSVs (mtg-*)
 }
 
 # The MARBLE v1 suite (`--dataset marble`): its clip-level tasks in the order of MARBLE's tables.
