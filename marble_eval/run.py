@@ -222,6 +222,9 @@ def plan_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *, need_
                               "MARBLE v1 ran its own split: use --dataset mtat-marble")
     if protocol.preset == MARBLE_V1:
         recipe_ = v1_recipe(recipe_, loaded)
+    score_per = opts.pop("score_per", None)
+    if score_per is not None:
+        loaded = loaded.with_score_per(score_per)
     loaded.check_ready(need_audio=need_audio)
     run = PairRun(model=model, dataset=loaded, protocol=protocol, recipe=recipe_, settings=settings,
                   cache_root=features_root(opts.pop("cache_dir", None)), probe=probe, device=device,

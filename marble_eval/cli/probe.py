@@ -43,6 +43,9 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", default=None, choices=choices,
                             help="override the protocol's value (docs/protocol.md)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max epochs")
+    parser.add_argument("--score-per", default=None, choices=["item", "window"],
+                        help="score each item (its windows averaged) or each window on its own (default: the "
+                             "dataset's; VocalSet: window, as MARBLE scores its 3-s chunks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
@@ -95,7 +98,7 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             "lrs": parse_lrs(args.lrs), "layers": parse_layers(args.layers), "batch_unit": args.batch_unit,
             "weighted_init": args.weighted_init, "selection": args.selection,
             "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
-            "threads": args.threads, "probe_device": args.probe_device or getattr(args, "device", None), "results_dir": args.results_dir, "overwrite": args.overwrite,
+            "threads": args.threads, "score_per": args.score_per, "probe_device": args.probe_device or getattr(args, "device", None), "results_dir": args.results_dir, "overwrite": args.overwrite,
             "name": args.name, "cache_dir": args.cache_dir,
             "precision": None if args.precision == "auto" else args.precision,
             "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,

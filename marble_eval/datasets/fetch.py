@@ -38,6 +38,10 @@ FETCHERS: dict[str, str] = {
 AUDIO_SOURCE_MODULES: dict[str, str] = {
     "giantsteps": "marble_eval.datasets.sources.giantsteps",
     "mtg_jamendo": "marble_eval.datasets.sources.mtg_jamendo",
+    "path_lists": "marble_eval.datasets.sources.path_lists",
+    "emomusic": "marble_eval.datasets.sources.emomusic",
+    "nsynth": "marble_eval.datasets.sources.nsynth",
+    "vocalset": "marble_eval.datasets.sources.vocalset",
 }
 
 
