@@ -45,7 +45,7 @@ from marble_eval.run import (
 )
 from marble_eval.tasks import SPLITS, expand_metrics, task_type
 
-__all__ = ["evaluate", "evaluate_suite", "extract", "features_root", "load_dataset", "load_model", "probe"]
+__all__ = ["evaluate", "extract", "features_root", "load_dataset", "load_model", "probe"]
 
 
 # -- probe inputs: the cached features of a dataset, per split ---------------------------------
@@ -421,10 +421,3 @@ def evaluate_pair(model: str | AudioEncoder, dataset: str | Path | Dataset,
     run.grid(encoder.info.n_hidden_states)  # a grid that cannot fit the model fails before any audio is decoded
     cache, _ = extract_stage(run, encoder)
     return probe_stage(run, cache, encoder.info)
-
-
-def evaluate_suite(*args: Any, **kwargs: Any) -> Any:
-    """Every (model, dataset) pair; see marble_eval.suites.evaluate_suite."""
-    from marble_eval.suites import evaluate_suite as suite
-
-    return suite(*args, **kwargs)

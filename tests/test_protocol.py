@@ -13,7 +13,7 @@ def test_both_presets_ship_and_fix_every_probe_field():
     v1 = resolve_protocol("marble-v1")
     assert v1.seeds == (1234,) and v1.precision == "fp32" and v1.overrides == ()
     assert v1.probe == {"batch_unit": "item", "weighted_init": "randn", "selection": "roc_auc_ap_mean",
-                        "selection_scope": "per_seed", "empty_tags": "zero"}
+                        "selection_scope": "per_seed", "empty_tags": "v1"}  # AP of an empty tag left out, as v1 printed
     default = resolve_protocol()
     assert default.preset == "culturemert" and default.seeds == (0, 1, 2, 3, 4)
     assert default.probe["empty_tags"] == "exclude" and set(default.probe) == set(PROBE_FIELDS)
