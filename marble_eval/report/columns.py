@@ -88,7 +88,7 @@ def marble_cell(result: ProbeResult) -> list[str]:
 
 
 def marble_cell_title(metrics: list[str]) -> str:
-    """"accuracy", "ROC-AUC / mAP", "R² arousal / valence" (per-target R² share one "R²")."""
+    """The header of a MARBLE-layout cell: metric labels joined by " / ", the per-target R² sharing one "R²"."""
     labels = [metric_label(m) for m in metrics]
     prefix = metric_label(TASK_TYPES["regression"].main_metric) + " "
     if len(labels) > 1 and all(label.startswith(prefix) for label in labels):
