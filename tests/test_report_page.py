@@ -281,3 +281,8 @@ def test_a_page_of_every_task_type_renders_in_headless_chromium(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'aria-sort="descending"' in done.stdout and 'id="summary-emo"' in done.stdout
     assert _first_column(done.stdout) == ["b/model", "a/model"]  # accuracy / macro-F1 table, Avg descending
+
+
+def test_plots_name_a_model_path_by_its_short_form():
+    frame = per_tag_frame([_result("/home/me/ckpt/my-model/", 0.6)])
+    assert set(frame["model"]) == {"my-model"}

@@ -48,7 +48,7 @@ def tidy_frame(results: list[ProbeResult]) -> pd.DataFrame:
     references = {id(runs[0]) for runs in runs_by_model(results).values()}
     rows = []
     for r in sorted(results, key=lambda r: (labels[r.model.fingerprint], r.dataset.name, r.created)):
-        grid = r.protocol.grid
+        grid, grid_name = r.protocol.grid, grid_label(r)
         for metric in metric_columns(r):
             stat = r.stat(metric)
             if stat is None:
@@ -58,7 +58,7 @@ def tidy_frame(results: list[ProbeResult]) -> pd.DataFrame:
                          "metric": metric, "mean": 100 * stat.mean, "std": 100 * stat.std if stat.n > 1 else np.nan,
                          "n_seeds": stat.n, "n_test_items": r.dataset.splits.get("test", 0),
                          "preset": r.protocol.preset or "", "recipe": r.protocol.recipe_name,
-                         "grid": grid_label(r), "lrs": " ".join(f"{lr:g}" for lr in grid.lrs),
+                         "grid": grid_name, "lrs": " ".join(f"{lr:g}" for lr in grid.lrs),
                          "layers": " ".join(map(str, grid.layers)), "seeds": " ".join(map(str, grid.seeds)),
                          "batch_unit": r.protocol.batch_unit or "", "reference": id(r) in references,
                          "created": r.created, "protocol": r.comparison_key()[:8]})

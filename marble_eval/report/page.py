@@ -164,7 +164,7 @@ def _provenance(result: ProbeResult) -> str:
         ("window / max seconds", f"{protocol.window_seconds} / {protocol.max_seconds}"),
         ("precision / cache key", f"{protocol.precision} / {protocol.cache_key}"),
         ("dataset task / version / identity", f"{dataset.task} / {dataset.version} / {dataset.identity}"),
-        ("split", "made by marble-eval" if dataset.split_origin else "the dataset's published split"),
+        ("split", f"made by {dataset.split_origin}" if dataset.split_origin else "the dataset's published split"),
         ("items probed per split", dataset.splits),
         ("excluded tags", ", ".join(result.excluded_tags) or "none"),
         ("excluded items", len(result.extraction.excluded_items)),
