@@ -286,3 +286,12 @@ def test_a_page_of_every_task_type_renders_in_headless_chromium(tmp_path):
 def test_plots_name_a_model_path_by_its_short_form():
     frame = per_tag_frame([_result("/home/me/ckpt/my-model/", 0.6)])
     assert set(frame["model"]) == {"my-model"}
+
+
+def test_runs_of_one_model_are_told_apart_in_the_plots():
+    default = _result("fixture", 0.6)
+    quick = _result("fixture", 0.5)
+    quick.protocol.grid.seeds = [0]
+    quick.protocol.batch_unit = "window"
+    frame = per_tag_frame([default, quick])
+    assert set(frame["model"]) == {"fixture", "fixture (1 seed, window batches)"}

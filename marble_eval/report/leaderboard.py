@@ -42,7 +42,7 @@ from marble_eval.report.columns import (
 from marble_eval.report.comparable import ColumnReference, column_references, items_key, protocol_differences
 from marble_eval.report.latex import latex_escape
 from marble_eval.report.published import COLLECTIONS, PublishedModel, find_published
-from marble_eval.report.runs import describe_run, model_labels, runs_by_model
+from marble_eval.report.runs import model_labels, run_labels, runs_by_model
 from marble_eval.results.schema import ProbeResult
 from marble_eval.tasks import TASK_TYPES
 
@@ -99,22 +99,17 @@ class Row:
 
 def leaderboard_rows(results: list[ProbeResult]) -> list[Row]:
     """Per model (by label): the reference row, then a row per other kind of run, named by what differs."""
-    labels = model_labels(results)
+    labels, names = model_labels(results), run_labels(results)
     ordered = runs_by_model(results)
-    rows: list[Row] = []
+    rows: dict[str, Row] = {}
     for fingerprint in sorted({fp for fp, _ in ordered}, key=lambda fp: labels[fp]):
-        label = labels[fingerprint]
-        mine = {dataset: runs for (fp, dataset), runs in ordered.items() if fp == fingerprint}
-        main = Row(label, next(iter(mine.values()))[0].model.id, True, {d: runs[0] for d, runs in mine.items()})
-        variants: dict[str, Row] = {}
-        for dataset, runs in mine.items():
-            for run in runs[1:]:
-                text = describe_run(run, runs[0])
-                if dataset in variants.get(text, Row("", "", False)).cells:
-                    text = f"{text}, run of {run.created}"
-                variants.setdefault(text, Row(f"{label} ({text})", main.model_id, False)).cells[dataset] = run
-        rows += [main, *variants.values()]
-    return rows
+        for (fp, dataset), runs in ordered.items():
+            if fp != fingerprint:
+                continue
+            for k, run in enumerate(runs):
+                name = names[id(run)]
+                rows.setdefault(name, Row(name, run.model.id, k == 0)).cells[dataset] = run
+    return list(rows.values())
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from marble_eval.metrics.table import metric_label
 from marble_eval.report.columns import column_title, metric_columns, ordered_datasets
 from marble_eval.report.leaderboard import (
     leaderboard_frames,
-    leaderboard_rows,
     results_for_recipe,
     significance_frame,
 )
 from marble_eval.report.plots import plot_layer_curves, plot_per_tag
 from marble_eval.report.published import COLLECTIONS, MARBLE_V1_TASKS
-from marble_eval.report.runs import grid_label, model_labels, model_name, n_seeds, order_runs
+from marble_eval.report.runs import grid_label, model_name, n_seeds, order_runs, run_labels
 from marble_eval.report.significance import (
     Comparison,
     compare_results,
@@ -199,13 +198,13 @@ MIN_VALID_ITEMS = 50  # below this, choosing among ~80 grid configurations on va
 def small_split_warnings(results: list[ProbeResult]) -> list[str]:
     """One warning per run that selected among several configurations on a too small validation split
     (none where the grid has one configuration per seed: nothing was selected)."""
-    labels = model_labels(results)
+    labels = run_labels(results)
     warnings = []
     for r in results:
         configurations = len(r.protocol.grid.lrs) * len(r.protocol.grid.layers)
         valid = r.dataset.splits.get("valid", MIN_VALID_ITEMS)
         if configurations > 1 and valid < MIN_VALID_ITEMS:
-            warnings.append(f"{labels[r.model.fingerprint]}: only {valid} validation items; selecting among "
+            warnings.append(f"{labels[id(r)]}: only {valid} validation items; selecting among "
                             f"{configurations} configurations on so few is mostly noise (under {MIN_VALID_ITEMS})")
     return warnings
 
@@ -300,7 +299,7 @@ def build_page(results: list[ProbeResult], output: Path, recipe: str | None = No
     comparisons, notes = compare_results(chosen, n_boot=n_boot) if n_boot > 0 else ([], ["significance skipped"])
     boards = _boards(chosen, published, significant_winners(comparisons))
     figures = _figures(chosen, output / "figures")
-    names = {id(run): row.label for row in leaderboard_rows(chosen) for run in row.cells.values()}
+    names = run_labels(chosen)
     datasets = ordered_datasets({r.dataset.name for r in chosen})
     nav = " · ".join(f'<a href="#ds-{_esc(d)}">{_esc(column_title(d))}</a>' for d in datasets)
     significance = (frame_html(significance_frame(comparisons), "significance") if comparisons

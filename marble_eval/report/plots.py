@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from marble_eval.metrics.table import metric_spec
-from marble_eval.report.runs import model_labels
+from marble_eval.report.runs import run_labels
 from marble_eval.results.schema import ProbeResult
 from marble_eval.tasks import task_type
 
@@ -52,13 +52,13 @@ def layer_curve_frame(result: ProbeResult, metric: str | None = None) -> pd.Data
 
 def per_tag_frame(results: list[ProbeResult]) -> pd.DataFrame:
     """[model, tag, category, auc]: mean over seeds of the selected probes' test per-tag ROC-AUC."""
-    labels = model_labels(results)
+    labels = run_labels(results)
     rows = []
     for result in results:
         for selected in result.selected:
             for tag, values in ((selected.test.per_tag if selected.test else None) or {}).items():
                 if values.roc_auc is not None:
-                    rows.append({"model": labels[result.model.fingerprint], "tag": tag, "category": tag_category(tag),
+                    rows.append({"model": labels[id(result)], "tag": tag, "category": tag_category(tag),
                                  "auc": values.roc_auc})
     if not rows:
         return pd.DataFrame(columns=["model", "tag", "category", "auc"])
@@ -115,7 +115,7 @@ def plot_layer_curves(results: list[ProbeResult], out_dir: Path, metric: str | N
     "w" tick to the right of every model's layers.
     """
     paths: list[Path] = []
-    labels = model_labels(results)
+    labels = run_labels(results)
     for dataset in sorted({r.dataset.name for r in results}):
         chosen = [r for r in results if r.dataset.name == dataset]
         shown = metric or task_type(chosen[0].task).main_metric
@@ -130,7 +130,7 @@ def plot_layer_curves(results: list[ProbeResult], out_dir: Path, metric: str | N
             numeric = frame[frame["layer"] != WEIGHTED]
             xs = [layer_x(int(layer), result.model.hidden_states, relative) for layer in numeric["layer"]]
             style = {"color": f"C{colour}", "marker": "o", "markersize": 4}
-            model = labels[result.model.fingerprint]
+            model = labels[id(result)]
             if xs:
                 ax.plot(xs, 100 * numeric["test"], "-", label=f"{model} test", **style)
                 ax.plot(xs, 100 * numeric["valid"], "--", label=f"{model} valid", alpha=0.7, **style)

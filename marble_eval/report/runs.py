@@ -149,8 +149,8 @@ def describe_run(run: ProbeResult, reference: ProbeResult) -> str:
         parts.append(f"preset {a.preset or 'none'}")
     mine = a.model_dump(mode="json")
     for field in protocol_differences(run, reference):
-        top = field.split(".", 1)[0]
-        if top in _DESCRIBED:
+        top, _, rest = field.partition(".")
+        if top in _DESCRIBED or (top == "recipe" and rest in mine):  # the recipe repeats the protocol's choices
             continue
         value = mine.get(field) if "." not in field else None
         parts.append(f"{field} {value}" if value is not None and not isinstance(value, (dict, list)) else field)
@@ -159,3 +159,19 @@ def describe_run(run: ProbeResult, reference: ProbeResult) -> str:
     if not parts:
         parts.append(f"run of {run.created}")
     return ", ".join(parts)
+
+
+def run_labels(results: list[ProbeResult]) -> dict[int, str]:
+    """{id(result): label}: the model's label for its reference runs, "label (what differs)" for its
+    other runs, e.g. "fixture (quick grid, 1 seed, window batches)"; the tables', plots' and page's names."""
+    labels = model_labels(results)
+    names: dict[int, str] = {}
+    for (fingerprint, _), runs in runs_by_model(results).items():
+        names[id(runs[0])] = labels[fingerprint]
+        seen: set[str] = set()
+        for run in runs[1:]:
+            text = describe_run(run, runs[0])
+            text = f"{text}, run of {run.created}" if text in seen else text
+            seen.add(text)
+            names[id(run)] = f"{labels[fingerprint]} ({text})"
+    return names
