@@ -111,10 +111,23 @@ def grid_label(result: ProbeResult) -> str:
     if name is not None and not overrides & {"lrs", "layers"}:
         if "grid" in overrides:
             others = [choice for choice in choices if choice != name]
-            name = others[0] if len(others) == 1 else None
+            name = others[0] if len(others) == 1 else _named_grid(result)
         if name in GRID_NAMES:
             return GRID_NAMES[name]
     return "grid " + grid_spelled(result)
+
+
+def _named_grid(result: ProbeResult) -> str | None:
+    """"quick" or "marble" when the recorded grid is exactly that grid (the result does not record which
+    named grid replaced the preset's), else None."""
+    from marble_eval.probes.grid import GridSpec  # loads the probe stack: only for an overridden grid
+
+    grid = result.protocol.grid
+    for name, spec in (("quick", GridSpec.quick(grid.seeds)),
+                       ("marble", GridSpec.marble(result.model.hidden_states, grid.seeds))):
+        if list(grid.lrs) == list(spec.lrs) and list(grid.layers) == list(spec.layers):
+            return name
+    return None
 
 
 def grid_spelled(result: ProbeResult) -> str:
