@@ -22,12 +22,17 @@ _API = {
     "evaluate": "marble_eval.pipeline",
     "extract": "marble_eval.pipeline",
     "probe": "marble_eval.pipeline",
-    "evaluate_suite": "marble_eval.pipeline",
+    "evaluate_suite": "marble_eval.suites",
     "load_model": "marble_eval.pipeline",
     "load_dataset": "marble_eval.pipeline",
     "ProbeResult": "marble_eval.results.schema",
 }
 __all__ = [*_API, "__version__"]
+
+
+def __dir__() -> list[str]:
+    """The public API (not this module's own imports)."""
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

@@ -32,7 +32,7 @@ class ProbeChoices:
     weighted_init: Literal["randn", "uniform"] = "randn"
     selection: Literal["roc_auc", "roc_auc_ap_mean"] = "roc_auc_ap_mean"
     selection_scope: Literal["per_seed", "once"] = "per_seed"
-    empty_tags: Literal["exclude", "zero"] = "exclude"
+    empty_tags: Literal["exclude", "zero", "v1"] = "exclude"
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -42,7 +42,7 @@ class ProtocolPreset:
     name: str
     version: str
     recipe: str = "mlp"
-    grid: Literal["marble", "quick"] = "marble"
+    grid: Literal["marble", "quick", "v1"] = "marble"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     vocabulary: Literal["counted", "published"] = "counted"

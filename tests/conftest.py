@@ -45,6 +45,9 @@ INTEGRATION_TESTS = frozenset({
     "test_generic_models.py::test_each_family_loads_from_model_type_and_embeds",
     "test_generic_models.py::test_normalisation_is_the_feature_extractors",
     "test_models_mert.py::test_hub_id_resolves_from_the_hf_cache_offline",
+    "test_models_encoders.py::test_a_fixture_eval_runs_with_each_new_family",
+    "test_models_encoders.py::test_qwen2_audio_hub_id_needs_only_the_towers_shard_offline",
+    "test_models_encoders.py::test_a_muq_hub_id_loads_and_evaluates_offline_from_the_hf_cache",
     "test_probes.py::test_batched_grid_ends_where_each_probe_ends_alone",
     "test_security.py::test_auto_map_checkpoint_extracts_without_running_its_code",
 })

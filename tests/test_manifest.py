@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from marble_eval.cli import data as data_cli
 from marble_eval.datasets.registry import load_dataset
 from marble_eval.errors import MarbleEvalError
+from marble_eval.metrics.keys import KEY_CLASSES
 
 ROWS = [  # path, split, labels
     ("a/one.wav", "train", "rock|guitar"),
@@ -168,12 +169,16 @@ def test_fixture_style_manifest_with_tags_column_and_ids(tmp_path: Path) -> None
 
 
 def test_multiclass_needs_one_label_per_item(tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz\n")
+    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nc.wav,valid,rock\nb.wav,test,jazz\n")
     yaml_path = write_yaml(tmp_path, "m.csv", "vocabulary: {rule: all}\n")
     yaml_path.write_text(yaml_path.read_text().replace("multilabel", "multiclass"))
-    assert load_dataset(str(yaml_path)).vocabulary == ["rock"]  # counted over train only
-    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz|rock\n")
-    with pytest.raises(MarbleEvalError, match="multiclass needs exactly one label per item; item 'b.wav' has 2"):
+    dataset = load_dataset(str(yaml_path))
+    assert dataset.vocabulary == ["rock", "jazz"]  # every class; those absent from train follow
+    with pytest.raises(MarbleEvalError, match="1 of the 2 classes have no train item.*: jazz;"):
+        dataset.check_ready(need_audio=False)
+    (tmp_path / "m.csv").write_text("path,split,labels\na.wav,train,rock\nb.wav,test,jazz|rock\nc.wav,test,\n")
+    with pytest.raises(MarbleEvalError, match=r"m\.csv: 2 bad rows: line 3: task multiclass needs exactly one label "
+                                              r"per item, this row has 2 \(jazz, rock\); line 4: .* this row has 0;"):
         load_dataset(str(yaml_path))
 
 
@@ -322,3 +327,119 @@ def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path: Path, name: str) -> N
     (tmp_path / name).write_bytes((header + row).encode("latin-1"))
     with pytest.raises(MarbleEvalError, match=rf"{name.replace('.', '[.]')}: not UTF-8 text( after line \d+)? \(invalid .*\); save it as UTF-8"):
         load_dataset(str(write_yaml(tmp_path, name)))
+
+
+def task_yaml(folder: Path, manifest: str, task: str, extra: str = "") -> str:
+    path = folder / "task.yaml"
+    path.write_text(f"name: mine\nversion: '1'\ntask: {task}\nsource: manifest\noptions: {{manifest: {manifest}}}\n"
+                    + extra)
+    return str(path)
+
+
+def test_a_key_manifest_parses_every_accepted_spelling_and_reports_bad_keys_together(tmp_path: Path) -> None:
+    (tmp_path / "k.csv").write_text("path,split,labels\na.wav,train,F# minor\nb.wav,valid,C:maj\n"
+                                    "c.wav,test,Db minor\nd.wav,test, a:min \n")
+    dataset = load_dataset(task_yaml(tmp_path, "k.csv", "key"))
+    assert [item.tags for item in dataset.items] == [("Gb minor",), ("C major",), ("Db minor",), ("A minor",)]
+    assert dataset.vocabulary == list(KEY_CLASSES) and dataset.label_matrix(dataset.items).sum() == 4
+    (tmp_path / "k.jsonl").write_text("\n".join(json.dumps({"path": p, "split": s, "labels": [k]}) for p, s, k in [
+        ("a.wav", "train", "H major"), ("b.wav", "train", "C major"), ("c.wav", "test", "C major|G major"),
+        ("d.wav", "test", "Bb")]) + "\n")
+    with pytest.raises(MarbleEvalError) as info:
+        load_dataset(task_yaml(tmp_path, "k.jsonl", "key"))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'k.jsonl'}: 2 bad rows: line 1: key label 'H major' is not a key; "
+                              "write it as 'C major', 'F# minor', 'Db minor' or 'C:maj'; line 3: key label "
+                              "'C major|G major' is not a key")
+
+
+def test_a_regression_manifest_has_one_number_per_target(tmp_path: Path) -> None:
+    targets = "targets: [arousal, valence]\n"
+    (tmp_path / "r.csv").write_text("path,split,arousal,valence\na.wav,train,1.5,-2\nb.wav,valid,3,4e-1\n"
+                                    "c.wav,test, 7 ,0\n")
+    dataset = load_dataset(task_yaml(tmp_path, "r.csv", "regression", targets))
+    assert dataset.vocabulary == ["arousal", "valence"] and [i.tags for i in dataset.items] == [()] * 3
+    assert dataset.label_matrix(dataset.items).tolist() == [[1.5, -2.0], [3.0, 0.4000000059604645], [7.0, 0.0]]
+    lines = [{"path": "a.wav", "split": "train", "arousal": 1.5, "valence": -2},
+             {"path": "b.wav", "split": "valid", "arousal": "3", "valence": 0.4},
+             {"path": "c.wav", "split": "test", "arousal": 7, "valence": 0}]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert load_dataset(task_yaml(tmp_path, "r.jsonl", "regression", targets)).items == dataset.items
+    (tmp_path / "r.csv").write_text("path,split,arousal,valence\na.wav,train,high,1\nb.wav,train,,1\n"
+                                    "c.wav,train,nan,1\nd.wav,train,1,1\n")
+    with pytest.raises(MarbleEvalError, match=r"r\.csv: 3 bad rows: line 2: target 'arousal' is 'high', not a number; "
+                                              r"line 3: target 'arousal' is missing; line 4: target 'arousal' is "
+                                              r"'nan', not a finite number; fix them"):
+        load_dataset(task_yaml(tmp_path, "r.csv", "regression", targets))
+    (tmp_path / "r.csv").write_text("path,split,arousal\na.wav,train,1\n")
+    with pytest.raises(MarbleEvalError, match=r"line 1: header lacks column\(s\) valence"):
+        load_dataset(task_yaml(tmp_path, "r.csv", "regression", targets))
+    (tmp_path / "r.jsonl").write_text('{"path": "a.wav", "split": "train", "arousal": 1}\n'
+                                      '{"path": "b.wav", "split": "train", "arousal": true, "valence": 1}\n'
+                                      '{"path": "c.wav", "split": "train", "arousal": 1, "valence": 1, "labels": "x"}\n')
+    with pytest.raises(MarbleEvalError, match=r"3 bad rows: line 1: target 'valence' is missing; line 2: target "
+                                              r"'arousal' is True, not a number; line 3: a regression row has targets"):
+        load_dataset(task_yaml(tmp_path, "r.jsonl", "regression", targets))
+
+
+def test_stray_label_spaces_never_create_tags_and_are_noted(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,split,labels\na.ogg,train, rock | guitar \nb.ogg,train,rock|guitar\n"
+                                    "c.ogg,valid,rock\nd.ogg,test,guitar\n")
+    dataset = load_dataset(str(write_yaml(tmp_path, "m.csv", "vocabulary: {rule: all}\n")))
+    assert dataset.items[0].tags == ("rock", "guitar") and dataset.vocabulary == ["guitar", "rock"]
+    assert [note for note in dataset.notes if "spaces" in note] == [
+        "2 label(s) had spaces around them, which were stripped (e.g. ' rock ' -> 'rock'); spaces never make a new label"]
+    lines = [{"path": "a.ogg", "split": "train", "labels": [" rock", "guitar\t"]},
+             {"path": "b.ogg", "split": "train", "labels": "rock | guitar"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    from_jsonl = load_dataset(str(write_yaml(tmp_path, "m.jsonl", "vocabulary: {rule: all}\n")))
+    assert [item.tags for item in from_jsonl.items] == [("rock", "guitar")] * 2
+    assert any(note.startswith("4 label(s) had spaces") for note in from_jsonl.notes)
+    write_csv(tmp_path / "clean.csv")
+    assert not any("spaces" in note for note in load_dataset(str(write_yaml(tmp_path, "clean.csv"))).notes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["rock", "jazz", "piano"]), st.sampled_from(["", " ", "  ", "\t"]),
+                          st.sampled_from(["", " ", "\t "])), min_size=1, max_size=4),
+       st.booleans())
+def test_no_padding_of_labels_ever_makes_a_tag(tmp_path_factory, labels, as_jsonl: bool) -> None:
+    folder = tmp_path_factory.mktemp("spaces")
+    padded = [before + label + after for label, before, after in labels]
+    if as_jsonl:
+        (folder / "m.jsonl").write_text(json.dumps({"path": "a.wav", "split": "train", "labels": padded}) + "\n")
+    else:
+        (folder / "m.jsonl").write_text("")
+        (folder / "m.csv").write_text(f"path,split,labels\na.wav,train,\"{'|'.join(padded)}\"\n")
+    dataset = load_dataset(str(write_yaml(folder, "m.jsonl" if as_jsonl else "m.csv", "vocabulary: {rule: all}\n")))
+    assert dataset.items[0].tags == tuple(dict.fromkeys(label for label, _, _ in labels))
+    assert set(dataset.vocabulary) == {label for label, _, _ in labels}
+
+
+def test_audio_behind_symlinks_leading_out_says_so_and_what_to_do(tmp_path: Path, audio_dir: Path) -> None:
+    write_csv(tmp_path / "m.csv")
+    yaml_path = str(write_yaml(tmp_path, "m.csv"))
+    links = tmp_path / "links"
+    for path, _, _ in ROWS:  # every file a symlink into the real folder, same layout
+        (links / path).parent.mkdir(parents=True, exist_ok=True)
+        (links / path).symlink_to(audio_dir / path)
+    with pytest.raises(MarbleEvalError) as info:
+        load_dataset(yaml_path, data_dir=links).check_ready()
+    message = str(info.value)
+    assert "none of" not in message and "\n" not in message
+    assert message.startswith(f"{links}: 6 of mine's 6 audio files exist but lead out of the data dir through "
+                              f"symlinks (e.g. {links / 'a/one.wav'} -> {(audio_dir / 'a/one.wav').resolve()})")
+    assert message.endswith(f"copy the files into the data dir, or pass the folder the links point into as "
+                            f"--data-dir (e.g. --data-dir {audio_dir.resolve()})")
+    load_dataset(yaml_path, data_dir=audio_dir.resolve()).check_ready()  # the advice works
+    (links / "a/one.wav").unlink()  # a link to a file elsewhere, named otherwise: no folder to suggest
+    other = tmp_path / "stash" / "x.wav"
+    other.parent.mkdir()
+    other.write_bytes((audio_dir / "a/one.wav").read_bytes())
+    (links / "a/one.wav").symlink_to(other)
+    for path, _, _ in ROWS[1:]:
+        (links / path).unlink()
+    with pytest.raises(MarbleEvalError, match=r"1 of mine's 6 audio files exist but lead out .*\(the other 5 are not "
+                                              r"there\).*copy the files into the data dir, or make --data-dir the "
+                                              r"folder that holds the files themselves"):
+        load_dataset(yaml_path, data_dir=links).check_ready()

@@ -32,3 +32,19 @@ def test_default_fixture_run_matches_the_golden_file(tmp_path):
         assert measured[metric] == pytest.approx(golden["summary"][metric], abs=tolerance), (
             f"{metric}: measured {measured[metric]:.4f}, golden {golden['summary'][metric]:.4f} (± {tolerance}); "
             f"if the change is intended, run scripts/update_golden.py and commit the file")
+
+
+def test_the_readme_make_eval_output_stays_within_the_golden_tolerance():
+    """The README's `make eval` "real output" must show numbers the golden run still gives (regenerate
+    both together: scripts/update_golden.py, then paste a real `make eval`)."""
+    import re
+
+    golden = json.loads(GOLDEN.read_text())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ make eval\n", 1)[1].split("```", 1)[0]
+    line = next(text for text in block.splitlines() if text.startswith("fixture on fixture:"))
+    labels = {"roc_auc": "ROC-AUC", "map": "mAP", "micro_f1": "micro-F1", "macro_f1": "macro-F1"}
+    for metric, tolerance in golden["tolerance"].items():
+        shown = float(re.search(rf"{re.escape(labels[metric])} (\d+\.\d)", line).group(1))
+        assert shown == pytest.approx(100 * golden["summary"][metric], abs=100 * tolerance + 0.05), (
+            f"README shows {labels[metric]} {shown}, the golden run gives {100 * golden['summary'][metric]:.1f}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from marble_eval.paths import cache_root
-
 
 def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """--model (repeatable when ``several``: one run per model) and --family."""
@@ -22,7 +20,8 @@ def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> No
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu for "
+                                                       "extraction; the probe grid then uses cuda when available)")
     add_precision_arg(parser, "compute precision of the forward pass")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
 
@@ -56,7 +55,8 @@ def add_vocabulary_and_limit_args(parser: argparse.ArgumentParser) -> None:
 
 def add_cache_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"feature cache root (default: {cache_root() / 'features'}; env MARBLE_EVAL_HOME)")
+                        help="feature cache root (default: $MARBLE_EVAL_HOME/features when MARBLE_EVAL_HOME is set, "
+                             "else $XDG_CACHE_HOME/marble-eval/features or ~/.cache/marble-eval/features)")
 
 
 def add_window_args(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
 
 def model_options(args: argparse.Namespace) -> dict:
     """The model keyword arguments of the pipeline functions, from --device and --family."""
-    return {"device": getattr(args, "device", "cpu"),
+    return {"device": getattr(args, "device", None) or "cpu",
             "model_options": {"family": args.family, "pooling": getattr(args, "pooling", None)}}
 
 
@@ -86,7 +86,7 @@ def load_model_from_args(args: argparse.Namespace):
     from marble_eval.pipeline import load_model
 
     resolve_precision(args)
-    return load_model(args.model, family=args.family, device=getattr(args, "device", "cpu"),
+    return load_model(args.model, family=args.family, device=getattr(args, "device", None) or "cpu",
                       precision=getattr(args, "precision", "fp32"), pooling=getattr(args, "pooling", None))
 
 

@@ -1,4 +1,5 @@
-"""`marble-eval data describe|check|fetch-dunya`: inspect a dataset, verify its audio, build Dunya labels."""
+"""`marble-eval data describe|check|fetch|fetch-dunya`: inspect a dataset, verify its audio, download it
+where it is published with checksums, build Dunya labels."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ BIG_DATASET = 200  # items; above this `data check` shows a progress bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="describe a dataset, check its audio, fetch Dunya labels")
+    parser = subparsers.add_parser("data", help="describe a dataset, check its audio, fetch its audio or Dunya labels")
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     describe = commands.add_parser("describe", help="split sizes, ordered tags and their support (no audio needed)")
@@ -33,6 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--quick", action="store_true", help="read headers only instead of decoding the audio")
     check.add_argument("--json", action="store_true", help="print the problems as JSON")
     check.set_defaults(run=run_check)
+
+    audio = commands.add_parser("fetch", help="download a dataset's audio where URLs and checksums are published "
+                                "(gs-key); md5-checked, resumable")
+    audio.add_argument("dataset", help="dataset name (gs-key) or a YAML path")
+    audio.add_argument("--output", type=Path, required=True, help="folder to download into (then use it as --data-dir)")
+    audio.add_argument("--reference-dir", type=Path, default=None,
+                       help="local split/metadata files instead of fetching (env MARBLE_EVAL_REFERENCE_DIR)")
+    audio.add_argument("--base-url", default=None,
+                       help="a mirror serving the same file names (default: $MARBLE_EVAL_FETCH_BASE_URL, else the "
+                            "published URLs)")
+    audio.add_argument("--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    audio.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items of each split")
+    audio.set_defaults(run=run_fetch)
 
     fetch = commands.add_parser("fetch-dunya", help="build a Dunya corpus's metadata JSON from the Dunya API")
     fetch.add_argument("dataset", help="makam, hindustani or carnatic (or a YAML with source: dunya)")
@@ -120,7 +134,41 @@ def run_check(args: argparse.Namespace) -> int:
         refused = f", {kinds['refused']:,} refused (outside the data dir)" if kinds["refused"] else ""
         print(f"{dataset.name}: {len(dataset.items) - len(problems):,} of {len(dataset.items):,} items OK, "
               f"{kinds['missing']:,} missing, {kinds['corrupt']:,} corrupt{refused}")
+        if kinds["missing"]:
+            _print_audio_source(args.dataset)
     return 1 if problems else 0
+
+
+def _print_audio_source(name: str) -> None:
+    """The "where to get it" line for a dataset whose source names one."""
+    from marble_eval.datasets.fetch import audio_source
+    from marble_eval.datasets.registry import load_spec
+
+    hint = audio_source(load_spec(name))
+    if hint:
+        print(f"get the audio: {hint}")
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from marble_eval.datasets.fetch import BASE_URL_ENV, fetch_all, fetcher
+    from marble_eval.datasets.registry import LoadContext, load_dataset, load_spec
+    from marble_eval.progress import progress_bar
+
+    spec = load_spec(args.dataset)
+    list_downloads = fetcher(spec)  # refuses before loading a dataset it cannot download
+    dataset = load_dataset(args.dataset, reference_dir=args.reference_dir, allow_unlabelled=True, limit=args.limit)
+    downloads = list_downloads(spec, LoadContext(reference_dir=args.reference_dir), dataset.items)
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or None
+    with progress_bar(enabled=sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"{spec.name} audio", total=len(downloads))
+        report = fetch_all(downloads, args.output, base_url=base_url, jobs=args.jobs,
+                           on_done=lambda: progress.advance(task))
+    for path, reason in report.failed:
+        print(f"failed: {path}: {reason}")
+    print(f"{spec.name}: {len(report.fetched):,} downloaded, {len(report.present):,} already present, "
+          f"{len(report.failed):,} failed, into {args.output}"
+          + ("; rerun the same command to retry the failed ones" if report.failed else ""))
+    return 1 if report.failed else 0
 
 
 def run_fetch_dunya(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ def dataset_rows() -> list[dict[str, Any]]:
             continue
         rows.append({"name": spec.name, "task": spec.task, "version": spec.version, "source": spec.source,
                      "sizes": dict(spec.sizes) if spec.sizes else None, "labels": labels_summary(spec),
-                     "published_vocabulary": published_list(spec),
+                     "published_vocabulary": published_list(spec), "split_origin": spec.split_origin,
                      "max_seconds": spec.audio.max_seconds, "description": spec.description})
     return rows
 
@@ -41,6 +41,12 @@ def dataset_rows() -> list[dict[str, Any]]:
 def labels_summary(spec: BenchmarkSpec) -> str:
     """How the vocabulary is built, in a few words."""
     rule = spec.vocabulary
+    if spec.task == "regression":
+        return f"targets {', '.join(spec.targets or [])}"
+    if spec.task == "key":
+        return "24 keys"
+    if rule.rule == "source":
+        return "classes fixed by the source"
     over = {"train": "train", "training": "train+valid", "all": "all clips"}[rule.count_over]
     if rule.rule == "top_n" and rule.n:
         return f"top-{rule.n} of {over}"
@@ -72,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         sizes = [f"{row['sizes'][split]:,}" if row["sizes"] else "?" for split in SPLITS]
         audio = f"{row['max_seconds']:g} s max" if row["max_seconds"] else "whole"
-        table.add_row(row["name"], row["task"], *sizes, row["labels"], audio, row["description"])
+        name = row["name"] + (" ‡" if row["split_origin"] == "marble-eval" else "")
+        table.add_row(name, row["task"], *sizes, row["labels"], audio, row["description"])
     console = Console()
     (console if console.is_terminal else Console(width=160)).print(table)
     if any(row.get("sizes") is None and "error" not in row for row in rows):
         print("?: no published sizes in the YAML; `marble-eval data describe NAME` counts them")
+    if any(row.get("split_origin") == "marble-eval" for row in rows):
+        print("‡: marble-eval's split, built by the upstream's stated rules (its own lists were never published)")
     return 0

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_precision(args)
     validate_settings(ExtractSettings(window_seconds=args.window_seconds, max_seconds=args.max_seconds,
-                                      precision=args.precision, batch_size=args.batch_size), args.device)
+                                      precision=args.precision, batch_size=args.batch_size), args.device or "cpu")
     model = load_model_from_args(args)
     result = embed_paths(model, args.audio, args.window_seconds, args.max_seconds, args.batch_size,
                          show_progress=not args.no_progress)

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from marble_eval.pipeline import dataset_names, evaluate, evaluate_suite, suite_lines
+    from marble_eval.pipeline import evaluate
+    from marble_eval.suites import dataset_names, evaluate_suite, suite_lines
 
     options = {**model_options(args), **probe_options(args), "log": print, "extract_options": extract_options(args)}
     models = list(dict.fromkeys(args.model))

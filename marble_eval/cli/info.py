@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     fields = {"model": info.model_id, "family": info.family, "sample_rate": info.sample_rate,
               "hidden_states": info.n_hidden_states, "dim": info.dim, "parameters": info.n_parameters,
               "fingerprint": info.fingerprint, "revision": info.revision,
-              "fixed_window_seconds": info.fixed_window_seconds, **info.extra}
+              "fixed_window_seconds": info.fixed_window_seconds,
+              "native_window_seconds": info.native_window_seconds, "licence": info.licence, **info.extra}
     if args.json:
         print(json.dumps(fields, indent=2))
     else:

@@ -27,17 +27,25 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None, help="probe recipe: probes/<name>.yaml or a YAML path "
                                                        "(default: the protocol's, mlp)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default: the protocol's)")
-    parser.add_argument("--grid", default=None, choices=["marble", "quick"],
-                        help="marble: 6 lrs x every layer + weighted (default); quick: lr 1e-3, weighted")
+    parser.add_argument("--grid", default=None, choices=["marble", "quick", "v1"],
+                        help="marble: 6 lrs x every layer + weighted (default); quick: few lrs on the weighted sum; "
+                             "v1: only the (layer, lr) MARBLE v1 chose for the task (MARBLE datasets, MERT-sized "
+                             "models)")
+    parser.add_argument("--probe-device", default=None,
+                        help="device of the probe grid: cpu or cuda (default: --device when given, else cuda when "
+                             "available, else cpu)")
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (overrides the grid's)")
     parser.add_argument("--layer", "--layers", dest="layers", default=None,
                         help="all (every hidden state + weighted), weighted, or comma-separated indices")
     for name, choices in (("batch-unit", ["item", "window"]), ("weighted-init", ["randn", "uniform"]),
                           ("selection", ["roc_auc", "roc_auc_ap_mean"]), ("selection-scope", ["per_seed", "once"]),
-                          ("empty-tags", ["exclude", "zero"])):
+                          ("empty-tags", ["exclude", "zero", "v1"])):
         parser.add_argument(f"--{name}", default=None, choices=choices,
                             help="override the protocol's value (docs/protocol.md)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max epochs")
+    parser.add_argument("--score-per", default=None, choices=["item", "window"],
+                        help="score each item (its windows averaged) or each window on its own (default: the "
+                             "dataset's; VocalSet: window, as MARBLE scores its 3-s chunks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for probe training (default: 1 for features under 512-d, else torch's)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results JSONs go")
@@ -54,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cache_args(parser)
     add_window_args(parser)
     add_probe_args(parser)
+    parser.add_argument("--device", default=None,
+                        help="device of the probe grid: cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
     add_precision_arg(parser, "precision the features were extracted with (selects the cache)")
     parser.set_defaults(run=run)
 
@@ -88,7 +98,7 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             "lrs": parse_lrs(args.lrs), "layers": parse_layers(args.layers), "batch_unit": args.batch_unit,
             "weighted_init": args.weighted_init, "selection": args.selection,
             "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
-            "threads": args.threads, "results_dir": args.results_dir, "overwrite": args.overwrite,
+            "threads": args.threads, "score_per": args.score_per, "probe_device": args.probe_device or getattr(args, "device", None), "results_dir": args.results_dir, "overwrite": args.overwrite,
             "name": args.name, "cache_dir": args.cache_dir,
             "precision": None if args.precision == "auto" else args.precision,
             "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,

@@ -17,12 +17,24 @@ from marble_eval.paths import benchmarks_dir
 SOURCES: dict[str, str] = {
     "fixture": "marble_eval.datasets.sources.fixture:load",
     "dunya": "marble_eval.datasets.sources.dunya:load",            # makam, hindustani, carnatic (ccml split + metadata JSON)
+    "path_lists": "marble_eval.datasets.sources.path_lists:load",  # one path list per split, class = folder (gtzan)
+    "emomusic": "marble_eval.datasets.sources.emomusic:load",      # jukemir's emomusic.json (emo)
+    "nsynth": "marble_eval.datasets.sources.nsynth:load",          # NSynth examples.json in --data-dir
+    "vocalset": "marble_eval.datasets.sources.vocalset:load",      # VocalSet files in --data-dir, marble-eval's split
     "lyra": "marble_eval.datasets.sources.lyra:load",              # Lyra TSVs
     "fma": "marble_eval.datasets.sources.fma:load",                # ccml FMA-medium split + metadata.npy or tracks.csv
     "mtat": "marble_eval.datasets.sources.mtat:load_split_files",  # MTAT clean split files + annotations_final.csv
     "mtat_folders": "marble_eval.datasets.sources.mtat:load_folders",  # MARBLE's MTAT folder split
     "manifest": "marble_eval.datasets.sources.manifest:load",      # a user's CSV/JSONL manifest
+    "giantsteps": "marble_eval.datasets.sources.giantsteps:load",  # MARBLE v1's GiantSteps key split (gs-key)
+    "mtg_jamendo": "marble_eval.datasets.sources.mtg_jamendo:load",  # MTG-Jamendo autotagging split-0 TSVs (mtg-*)
 }
+
+# The MARBLE v1 suite (`--dataset marble`): its clip-level tasks in the order of MARBLE's tables.
+MARBLE_TASKS: tuple[str, ...] = (
+    "gtzan", "gs-key", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-technique", "vocalset-singer",
+    "mtg-top50", "mtg-genre", "mtg-instrument", "mtg-moodtheme", "mtat-marble",
+)
 
 
 @dataclass(frozen=True)

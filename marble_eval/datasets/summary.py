@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
 from marble_eval.features.audio import audio_info, load_audio
@@ -24,23 +26,37 @@ class AudioProblem:
 def describe(dataset: Dataset, check_audio_presence: bool = True) -> dict[str, Any]:
     """The describe JSON: name, task, ordered tags, per-split size and positives, missing audio count.
 
-    ``support`` is null when labels are unavailable; ``missing_audio`` is null without a data dir.
+    ``support`` is per class or tag the number of items that have it (regression: per target the
+    number of items with a value), null when labels are unavailable; a regression split also has
+    ``targets``: per target its mean and std (population). ``missing_audio`` is null without a data dir.
     """
+    labelled = dataset.missing_labels is None
     splits = {}
     for split in SPLITS:
         items = dataset.split(split)
-        support = None
-        if dataset.missing_labels is None:
-            positives = dataset.label_matrix(items).sum(axis=0) if items else [0] * len(dataset.vocabulary)
-            support = {tag: int(count) for tag, count in zip(dataset.vocabulary, positives)}
-        splits[split] = {"n_items": len(items), "support": support}
+        entry: dict[str, Any] = {"n_items": len(items), "support": None}
+        if labelled:
+            matrix = dataset.label_matrix(items)
+            counts = ((~np.isnan(matrix)).sum(axis=0) if dataset.task == "regression" else matrix.sum(axis=0)) \
+                if items else [0] * len(dataset.vocabulary)
+            entry["support"] = {tag: int(count) for tag, count in zip(dataset.vocabulary, counts)}
+            if dataset.task == "regression":
+                entry["targets"] = {name: {"mean": float(matrix[:, i].mean()), "std": float(matrix[:, i].std())}
+                                    if items else None for i, name in enumerate(dataset.vocabulary)}
+        splits[split] = entry
     missing = None
     if dataset.data_dir is not None and check_audio_presence:
         missing = len(missing_audio(dataset))
-    return {"name": dataset.name, "task": dataset.task, "version": dataset.version, "tags": list(dataset.vocabulary),
-            "vocabulary_source": dataset.vocabulary_source, "limit": dataset.limit,
-            "splits": splits, "missing_audio": missing, "missing_labels": dataset.missing_labels,
-            "notes": list(dataset.notes)}
+    summary = {"name": dataset.name, "task": dataset.task, "version": dataset.version, "tags": list(dataset.vocabulary),
+               "vocabulary_source": dataset.vocabulary_source, "limit": dataset.limit,
+               "splits": splits, "missing_audio": missing, "missing_labels": dataset.missing_labels,
+               "split_origin": dataset.split_origin, "score_per": dataset.score_per,
+               "window_seconds": dataset.window_seconds, "max_seconds": dataset.max_seconds,
+               "drop_partial_windows": dataset.drop_partial_windows, "notes": list(dataset.notes)}
+    if dataset.task == "regression" and labelled and dataset.items:
+        mean, std = dataset.target_stats()  # type: ignore[misc]
+        summary["target_stats"] = {"source": dataset.target_stats_source, "mean": mean.tolist(), "std": std.tolist()}
+    return summary
 
 
 def missing_audio(dataset: Dataset) -> list[Item]:
@@ -57,8 +73,14 @@ def _usable_path(dataset: Dataset, item: Item) -> Path | None:
 
 
 def check_audio(dataset: Dataset, decode: bool = True, advance: Callable[[], None] | None = None) -> list[AudioProblem]:
-    """Every item's audio present and readable; with ``decode``, decoded up to the dataset's max_seconds."""
+    """Every item's audio present and readable; with ``decode``, decoded up to the dataset's max_seconds.
+
+    A dataset whose items come with its labels (NSynth's examples.json, VocalSet's files) and has
+    neither raises why, rather than reporting "0 of 0 items OK".
+    """
     data_dir = dataset.require_data_dir()
+    if not dataset.items and dataset.missing_labels:
+        raise MarbleEvalError(dataset.missing_labels)
     problems = []
     for item in dataset.items:
         problem = audio_problem(dataset, item, data_dir, decode)

@@ -32,6 +32,8 @@ class ModelInfo:
     fingerprint: str       # sha256 over weights files and config (see models.hub)
     revision: str | None = None  # hub commit when resolved from the hub
     fixed_window_seconds: float | None = None  # models that accept exactly one input length (AST)
+    native_window_seconds: float | None = None  # the context the family was trained on (its natural window)
+    licence: str | None = None  # licence of the weights, when the hub id is a known one (catalog)
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific recorded settings
 
 

@@ -20,6 +20,11 @@ FAMILIES: dict[str, str] = {
     "data2vec-audio": "marble_eval.models.families.wav2vec2:load_wav2vec2_style",
     "ast": "marble_eval.models.families.ast:load_ast",
     "maest": "marble_eval.models.families.maest:load_maest",
+    "muq": "marble_eval.models.families.muq:load_muq",
+    "dasheng": "marble_eval.models.families.dasheng:load_dasheng",
+    "musicfm": "marble_eval.models.families.musicfm:load_musicfm",
+    "whisper": "marble_eval.models.families.whisper:load_whisper",
+    "qwen2-audio": "marble_eval.models.families.whisper:load_qwen2_audio",
 }
 # Families whose token sequence (CLS, DIST, patches) is pooled by a named token pooling; the others
 # mean-pool every hidden state over time and take no pooling option.
@@ -33,12 +38,23 @@ MODEL_TYPES: dict[str, str] = {
     "data2vec-audio": "data2vec-audio",
     "audio-spectrogram-transformer": "ast",  # MAEST checkpoints say this too; load_ast hands them to MAEST
     "maest": "maest",
+    "dasheng": "dasheng",
+    "whisper": "whisper",
+    "qwen2_audio": "qwen2-audio",
+    "qwen2_audio_encoder": "qwen2-audio",
 }
 
 
 def family_of(model: ResolvedModel) -> str:
-    """The family named by the checkpoint's model_type."""
-    model_type = model.config().get("model_type")
+    """The family named by the checkpoint's model_type (MuQ and MusicFM have none: told by their files)."""
+    from marble_eval.models.families.musicfm import is_musicfm_dir
+
+    if is_musicfm_dir(model.directory):
+        return "musicfm"
+    config = model.config()
+    if "model_type" not in config and isinstance(config.get("w2v2_config"), dict) and "stat" in config:
+        return "muq"
+    model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
         raise MarbleEvalError(f"{model.directory / 'config.json'}: unknown model_type {model_type!r}; pass "
                               f"--family with one of: {', '.join(sorted(FAMILIES))}")
@@ -66,11 +82,11 @@ def check_pooling_option(family: str, pooling: str | None) -> None:
 
 
 def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
-    """Resolve a model spec; "fixture" is the tiny built-in MERT checkpoint."""
-    from marble_eval.models.tiny import FIXTURE_MODEL, fixture_model_dir  # transformers import only when needed
+    """Resolve a model spec; the built-in names ("fixture", "fixture-pre-ln") are tiny MERT checkpoints."""
+    from marble_eval.models.tiny import BUILT_IN_MODELS, built_in_model_dir  # transformers import only when needed
 
-    if spec == FIXTURE_MODEL:
-        return ResolvedModel(spec, fixture_model_dir(root or cache_root()), None)
+    if spec in BUILT_IN_MODELS:
+        return ResolvedModel(spec, built_in_model_dir(spec, root or cache_root()), None)
     return resolve_model(spec)
 
 

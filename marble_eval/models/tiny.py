@@ -16,6 +16,12 @@ from safetensors.torch import save_file
 from transformers import HubertConfig, HubertModel
 
 FIXTURE_MODEL = "fixture"
+# Built-in model names accepted by --model: name -> (directory under <cache>/models, pre-LN, description).
+BUILT_IN_MODELS: dict[str, tuple[str, bool, str]] = {
+    FIXTURE_MODEL: ("fixture-tiny-mert", False, "tiny random MERT (post-LN, 4 layers x 32), built in; for tests"),
+    "fixture-pre-ln": ("fixture-tiny-mert-pre-ln", True,
+                       "tiny random MERT-v1-330M layout (pre-LN, 4 layers x 32), built in; for tests"),
+}
 _REMOTE_CODE = '''"""Stand-in for the hub's remote code. marble-eval must never import this file."""
 raise RuntimeError("remote code was imported: marble-eval must never run a checkpoint's Python files")
 '''
@@ -79,10 +85,16 @@ def build_tiny_mert(directory: Path, weights: str = "bin", seed: int = 0, pre_la
 
 def fixture_model_dir(cache_root: Path) -> Path:
     """The default fixture model, built once under the cache root (rebuilt if incomplete)."""
-    directory = Path(cache_root) / "models" / "fixture-tiny-mert"
+    return built_in_model_dir(FIXTURE_MODEL, cache_root)
+
+
+def built_in_model_dir(name: str, cache_root: Path) -> Path:
+    """A built-in model (see BUILT_IN_MODELS), built once under the cache root (rebuilt if incomplete)."""
+    folder, pre_layer_norm, _ = BUILT_IN_MODELS[name]
+    directory = Path(cache_root) / "models" / folder
     if not (directory / "pytorch_model.bin").exists() or not (directory / "config.json").exists():
         staging = directory.with_name(directory.name + ".partial")
-        build_tiny_mert(staging, weights="bin", seed=0)
+        build_tiny_mert(staging, weights="bin", seed=0, pre_layer_norm=pre_layer_norm)
         if directory.exists():
             import shutil
             shutil.rmtree(directory)

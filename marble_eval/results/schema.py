@@ -45,6 +45,8 @@ class ModelRecord(_Record):
     hidden_states: int = Field(description="number of hidden states, including the input-projection state 0")
     dim: int = Field(description="feature width")
     parameters: int = Field(description="number of parameters")
+    licence: str | None = Field(None, description="licence of the weights as the model card states it (known "
+                                "hub ids; null: not recorded)")
 
     @property
     def display(self) -> str:
