@@ -241,6 +241,7 @@ def test_every_task_type_through_leaderboard_compare_export_and_the_page(tmp_pat
         y = None
         for model, skill in (("/data/models/mert-ft", 0.5), ("m-a-p/MERT-v1-95M", 0.6)):
             result = _task_result(model, dataset, task, skill)
+            result.model.licence = "CC-BY-NC-4.0" if model.startswith("m-a-p") else None
             result.dataset.splits["test"] = len(ids)
             result.dataset.test_items_digest = sha256_json(sorted(ids))
             y, outputs = predictions_for(task, len(ids), 2, 4.0 * skill, rng, y)
@@ -265,7 +266,7 @@ def test_every_task_type_through_leaderboard_compare_export_and_the_page(tmp_pat
         assert f"<h3>{html.escape(title)} (%)</h3>" in page
     assert "Turkish-makam" not in page and "(published)" in page  # published rows only where they have numbers
     assert 'id="summary-gs-key"' in page and "/data/models/mert-ft" in page  # full path only in provenance
-    assert "model licence" in page
+    assert "<td>model licence</td><td style='text-align:left'>CC-BY-NC-4.0</td>" in page
     assert "Δ key score" in page and "Δ R²" in page  # each task's own bootstrap statistic
     assert page.count("data:image/png;base64,") == 2 + 1 + 2  # layer plots of each task's first table (tunes: no grid)
 

@@ -137,13 +137,6 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
-def model_licence(result: ProbeResult) -> str | None:
-    """The model's licence when the result records one (hook: ``ModelRecord`` gains the field from the models
-    side; until then None)."""
-    value = getattr(result.model, "licence", None) or getattr(result.model, "license", None)
-    return None if value is None else str(value)
-
-
 def _provenance(result: ProbeResult) -> str:
     """Where every number of one result comes from: model, code, packages, protocol, selection, grid."""
     model, env, protocol, dataset = result.model, result.environment, result.protocol, result.dataset
@@ -152,7 +145,7 @@ def _provenance(result: ProbeResult) -> str:
     facts = [
         ("results file", result.path.name if result.path else ""), ("created", result.created),
         ("model id / fingerprint", f"{model.id} / {model.fingerprint}"), ("model revision", model.revision),
-        ("model licence", model_licence(result) or "not recorded"),
+        ("model licence", model.licence or "not recorded"),
         ("family / hidden states / dim", f"{model.family} / {model.hidden_states} / {model.dim}"),
         ("git commit", env.git_commit), ("python / platform", f"{env.python} / {env.platform}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in env.packages.items())),
