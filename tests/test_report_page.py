@@ -185,3 +185,114 @@ def test_a_split_too_small_to_select_on_is_warned_about():
     large.dataset.splits["valid"] = 124  # Lyra's real validation split
     (warning,) = small_split_warnings([small, large])  # the builder's 10 validation items
     assert warning.startswith("small: only 10 validation items; selecting among 4 configurations")
+
+
+def test_no_selection_warning_where_nothing_was_selected():
+    from marble_eval.report.page import small_split_warnings
+    from tests.result_builders import make_result
+
+    quick = make_result("quick", "lyra", 0.8, 0.5, lrs=(1e-3,), protocol={"grid": {"lrs": [1e-3], "layers": ["weighted"],
+                                                                                "seeds": [0]}})
+    assert small_split_warnings([quick]) == []  # one configuration per seed: nothing to select among
+
+
+def test_layer_ticks_are_whole_numbers_with_one_w():
+    from marble_eval.report.plots import layer_ticks
+
+    full, quick = _result("a/model", 0.6), _result("b/model", 0.5)
+    quick.grid[:] = [g for g in quick.grid if g.layer == "weighted"]
+    frames = [(r, layer_curve_frame(r)) for r in (full, quick)]
+    weighted_x, ticks = layer_ticks(frames, relative=False)
+    assert list(ticks.values()).count("w") == 1 and ticks[weighted_x] == "w"
+    assert [ticks[x] for x in sorted(ticks)] == ["0", "1", "2", "w"]
+    _, relative = layer_ticks(frames, relative=True)
+    assert list(relative.values()).count("w") == 1
+
+
+def _task_result(model: str, dataset: str, task: str, skill: float) -> ProbeResult:
+    """A result of any task type with a grid and selected probes, as `marble-eval eval` writes it."""
+    from marble_eval.tasks import TASK_TYPES, expand_metrics
+    from tests.result_builders import VOCABULARY, make_task_result
+
+    targets = VOCABULARY[task] if TASK_TYPES[task].labels == "targets" else ()
+    keys = expand_metrics(TASK_TYPES[task].metrics, targets)
+    grid, selected = [], []
+    for seed in (0, 1):
+        for layer in (0, 1, 2, "weighted"):
+            quality = skill + 0.05 * (layer if isinstance(layer, int) else 2.5) + 0.005 * seed
+            scores = {key: quality - 0.01 * k for k, key in enumerate(keys)}
+            grid.append({"lr": 1e-3, "layer": layer, "seed": seed, "valid": scores, "test": scores, "epochs": 5,
+                         "best_epoch": 3})
+        best = grid[-1]
+        selected.append({key: best[key] for key in ("lr", "layer", "seed", "valid", "test")})
+    result = make_task_result(model, dataset, task, tuple(grid[-1]["test"][k] for k in keys), std=0.01,
+                              seeds=(0, 1), selected=selected, grid=grid)
+    return result
+
+
+def test_every_task_type_through_leaderboard_compare_export_and_the_page(tmp_path, capsys):
+    from marble_eval.report.export import export
+    from tests.result_builders import make_result, predictions_for, write_with_predictions
+
+    rng = np.random.default_rng(4)
+    ids = [f"i{k}" for k in range(60)]
+    results = tmp_path / "results"
+    for task, dataset in (("multiclass", "games"), ("regression", "emo"), ("key", "gs-key")):
+        y = None
+        for model, skill in (("/data/models/mert-ft", 0.5), ("m-a-p/MERT-v1-95M", 0.6)):
+            result = _task_result(model, dataset, task, skill)
+            result.model.licence = "CC-BY-NC-4.0" if model.startswith("m-a-p") else None
+            result.dataset.splits["test"] = len(ids)
+            result.dataset.test_items_digest = sha256_json(sorted(ids))
+            y, outputs = predictions_for(task, len(ids), 2, 4.0 * skill, rng, y)
+            write_with_predictions(results, result, y, outputs, ids)
+    write_result(results, make_result("m-a-p/MERT-v1-95M", "tunes", 0.8, 0.5))  # a custom tagging dataset
+    for fmt in ("md", "csv", "latex"):
+        assert main(["leaderboard", "--results-dir", str(results), "--format", fmt, "--bootstrap", "50"]) == 0
+        out = capsys.readouterr().out
+        assert "key score" in out.lower() and "mert-ft" in out and "/data/models" not in out
+    assert main(["leaderboard", "--results-dir", str(results), "--layout", "marble", "--bootstrap", "0"]) == 0
+    assert "EMO (R² arousal / valence)" in capsys.readouterr().out
+    assert main(["compare", "mert-ft", "MERT-v1-95M", "--results-dir", str(results), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "| GS-key" in out and "| key score" in out and "| R² valence" in out and "paired bootstrap over 60" in out
+    everything = read_results(results)
+    assert "r2_valence" in export(everything, "tidy-csv") and "key\\_score" not in export(everything, "latex")
+    assert "Key score" in export(everything, "latex") and "r_squared" in export(everything, "model-index")
+    assert main(["report", "--results-dir", str(results), "--output", str(tmp_path / "site"),
+                 "--bootstrap", "50", "--compare", "mert-ft", "MERT-v1-95M"]) == 0
+    page = (tmp_path / "site" / "index.html").read_text()
+    for title in ("accuracy / macro-F1", "R²", "key score / accuracy", "MARBLE tasks, each with its own metric"):
+        assert f"<h3>{html.escape(title)} (%)</h3>" in page
+    assert "Turkish-makam" not in page and "(published)" in page  # published rows only where they have numbers
+    assert 'id="summary-gs-key"' in page and "/data/models/mert-ft" in page  # full path only in provenance
+    assert "<td>model licence</td><td style='text-align:left'>CC-BY-NC-4.0</td>" in page
+    assert "Δ key score" in page and "Δ R²" in page  # each task's own bootstrap statistic
+    assert page.count("data:image/png;base64,") == 2 + 1 + 2  # layer plots of each task's first table (tunes: no grid)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (CI installs Debian's chromium)")
+def test_a_page_of_every_task_type_renders_in_headless_chromium(tmp_path):
+    results = tmp_path / "results"
+    for task, dataset in (("multiclass", "games"), ("regression", "emo"), ("key", "gs-key")):
+        for model, skill in (("a/model", 0.5), ("b/model", 0.6)):
+            write_result(results, _task_result(model, dataset, task, skill))
+    page = build_page(read_results(results), tmp_path / "site", n_boot=0)
+    done = _browser(tmp_path, "--dump-dom", f"{page.resolve().as_uri()}#sort=Avg:desc")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'aria-sort="descending"' in done.stdout and 'id="summary-emo"' in done.stdout
+    assert _first_column(done.stdout) == ["b/model", "a/model"]  # accuracy / macro-F1 table, Avg descending
+
+
+def test_plots_name_a_model_path_by_its_short_form():
+    frame = per_tag_frame([_result("/home/me/ckpt/my-model/", 0.6)])
+    assert set(frame["model"]) == {"my-model"}
+
+
+def test_runs_of_one_model_are_told_apart_in_the_plots():
+    default = _result("fixture", 0.6)
+    quick = _result("fixture", 0.5)
+    quick.protocol.grid.seeds = [0]
+    quick.protocol.batch_unit = "window"
+    frame = per_tag_frame([default, quick])
+    assert set(frame["model"]) == {"fixture", "fixture (1 seed, window batches)"}

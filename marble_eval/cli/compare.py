@@ -8,7 +8,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help="compare two models: per dataset mean ± std and paired-bootstrap "
-                                   "difference, per tag ROC-AUC / AP")
+                                   "difference A - B (each model's reference run), per tag ROC-AUC / AP")
     parser.add_argument("model_a", metavar="A", help="model A: display name, model id, or the name after the last /")
     parser.add_argument("model_b", metavar="B", help="model B")
     parser.add_argument("--dataset", default=None, help="only this dataset (default: every dataset both have)")

@@ -22,6 +22,7 @@ class MetricSpec:
     description: str
     higher_is_better: bool = True
     percent: bool = True  # shown x100 in tables
+    index_type: str = ""  # Hugging Face model-index metric type (empty: the key)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -32,12 +33,13 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {spec.key: spec for spec in (
     MetricSpec("roc_auc", "ROC-AUC", "ROC-AUC", "macro ROC-AUC over tags (exact)"),
-    MetricSpec("map", "mAP", "mAP", "macro average precision over tags (exact)"),
-    MetricSpec("micro_f1", "micro-F1", "micro-F1", "micro F1 at threshold 0.5"),
+    MetricSpec("map", "mAP", "mAP", "macro average precision over tags (exact)", index_type="average_precision"),
+    MetricSpec("micro_f1", "micro-F1", "micro-F1", "micro F1 at threshold 0.5", index_type="f1"),
     MetricSpec("macro_f1", "macro-F1", "macro-F1", "macro F1 (multilabel: at threshold 0.5; multiclass: of the "
-               "arg-max, over the classes in y_true or the predictions, as scikit-learn's f1_score)"),
+               "arg-max, over the classes in y_true or the predictions, as scikit-learn's f1_score)", index_type="f1"),
     MetricSpec("accuracy", "accuracy", "Acc.", "share of items whose arg-max class is the true class"),
-    MetricSpec("r2", "R²", "R$^2$", "coefficient of determination, uniform average over targets"),
+    MetricSpec("r2", "R²", "R$^2$", "coefficient of determination, uniform average over targets",
+               index_type="r_squared"),
     MetricSpec("key_score", "key score", "Key score", "MIREX weighted key score (1 / 0.5 fifth / 0.3 relative / "
                "0.2 parallel)"),
 )}
@@ -49,7 +51,8 @@ def metric_spec(key: str) -> MetricSpec:
         return METRICS[key]
     if key.startswith("r2_") and len(key) > 3:
         target = key[3:]
-        return MetricSpec(key, f"R² {target}", f"R$^2$ {target}", f"R² of the target {target!r}")
+        return MetricSpec(key, f"R² {target}", f"R$^2$ {target}", f"R² of the target {target!r}",
+                          index_type="r_squared")
     raise MarbleEvalError(f"unknown metric {key!r}; known: {', '.join(METRICS)} and r2_<target>")
 
 

@@ -1,8 +1,11 @@
-"""Two models side by side: per dataset mean ± std, the paired-bootstrap difference, and per tag scores.
+"""Two models side by side: per dataset each metric's mean ± std, the paired-bootstrap difference, and per tag scores.
 
-The models are named as the tables name them (display name, model id, or the part after the last
-"/", case-insensitive). Per dataset, a pair of results measured under the same protocol on the same
-test items is preferred; when there is none the latest of each is shown and no difference is tested.
+The models are named as the tables name them (display name, model id, its short form, or the part
+after the last "/", case-insensitive). Per dataset, each model's reference run (report.runs: the
+preset's own grid and seeds first, then the most seeds, then the latest) is shown, as in the
+leaderboard and the exports; when the two are not comparable (another protocol or other test items),
+no difference is tested and the note says what differs. Δ = A - B on the same replicates as the
+leaderboard's significance table: ``compare B A`` is the exact mirror of ``compare A B``.
 """
 
 from __future__ import annotations
@@ -13,51 +16,44 @@ import numpy as np
 import pandas as pd
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.metrics.table import metric_label
+from marble_eval.report.columns import column_title, metric_columns, ordered_datasets
 from marble_eval.report.comparable import comparable, protocol_differences
-from marble_eval.report.leaderboard import column_title, ordered_datasets
-from marble_eval.report.significance import (
-    Interval,
-    Predictions,
-    bootstrap_difference,
-    load_predictions,
-    paired_arrays,
-)
+from marble_eval.report.leaderboard import interval_text
+from marble_eval.report.runs import model_name, order_runs, short_model_id
+from marble_eval.report.significance import Interval, Predictions, paired_bootstrap, result_predictions
 from marble_eval.results.schema import ProbeResult
-from marble_eval.results.store import predictions_path
+from marble_eval.tasks import task_type
 
-METRICS = ("roc_auc", "map")
 TAG_COLUMNS = ["tag", "support", "A ROC-AUC", "B ROC-AUC", "Δ ROC-AUC", "A AP", "B AP", "Δ AP"]
 
 
 def _matches(result: ProbeResult, name: str) -> bool:
     wanted = name.strip("/").lower()
-    return wanted in {result.model.display.lower(), result.model.id.strip("/").lower(),
-                      result.model.id.strip("/").rsplit("/", 1)[-1].lower()}
+    model_id = result.model.id.strip("/")
+    return wanted in {model_name(result.model).lower(), model_id.lower(), model_id.rsplit("/", 1)[-1].lower(),
+                      short_model_id(result.model.id).lower()}
 
 
 def results_of(results: list[ProbeResult], name: str) -> list[ProbeResult]:
     """The results of the model called ``name``; a one-line error listing the models when there are none."""
     found = [r for r in results if _matches(r, name)]
     if not found:
-        known = sorted({r.model.display for r in results})
+        known = sorted({model_name(r.model) for r in results})
         raise MarbleEvalError(f"no results for model {name!r}; models with results: {', '.join(known) or 'none'}")
     return found
 
 
 @dataclass
 class DatasetComparison:
-    """Models A and B on one dataset."""
+    """Models A and B on one dataset (each model's reference run)."""
 
     dataset: str
     a: ProbeResult
     b: ProbeResult
     intervals: dict[str, Interval] | None  # A - B; None when not tested (see note)
     note: str
-    tags: pd.DataFrame  # TAG_COLUMNS, percent
-
-
-def _predictions(result: ProbeResult) -> Predictions | None:
-    return load_predictions(predictions_path(result.path)) if result.path else None
+    tags: pd.DataFrame  # TAG_COLUMNS, percent (tagging only; empty otherwise)
 
 
 def _per_tag(result: ProbeResult) -> dict[str, tuple[float, float]]:
@@ -83,18 +79,9 @@ def _tag_frame(a: ProbeResult, b: ProbeResult, predictions: Predictions | None) 
     return pd.DataFrame(rows, columns=TAG_COLUMNS)
 
 
-def _pick(runs_a: list[ProbeResult], runs_b: list[ProbeResult]) -> tuple[ProbeResult, ProbeResult, bool]:
-    """A comparable pair (latest first) if there is one, else the latest of each."""
-    for a in sorted(runs_a, key=lambda r: r.created, reverse=True):
-        for b in sorted(runs_b, key=lambda r: r.created, reverse=True):
-            if comparable(a, b):
-                return a, b, True
-    return max(runs_a, key=lambda r: r.created), max(runs_b, key=lambda r: r.created), False
-
-
 def compare_models(results: list[ProbeResult], model_a: str, model_b: str, dataset: str | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> list[DatasetComparison]:
-    """Per dataset both models have (or only ``dataset``): the comparison of model A with model B."""
+                   n_boot: int = 1000) -> list[DatasetComparison]:
+    """Per dataset both models have (or only ``dataset``): model A's reference run against model B's."""
     runs_a, runs_b = results_of(results, model_a), results_of(results, model_b)
     shared = {r.dataset.name for r in runs_a} & {r.dataset.name for r in runs_b}
     if dataset is not None:
@@ -106,43 +93,43 @@ def compare_models(results: list[ProbeResult], model_a: str, model_b: str, datas
         raise MarbleEvalError(f"{model_a!r} and {model_b!r} have no dataset in common; run both on one dataset first")
     out = []
     for name in ordered_datasets(shared):
-        a, b, same = _pick([r for r in runs_a if r.dataset.name == name], [r for r in runs_b if r.dataset.name == name])
-        pred_a, pred_b = _predictions(a), _predictions(b)
+        a = order_runs([r for r in runs_a if r.dataset.name == name])[0]
+        b = order_runs([r for r in runs_b if r.dataset.name == name])[0]
+        pred_a, pred_b = result_predictions(a), result_predictions(b)
         intervals, note = None, ""
-        if not same:
+        if not comparable(a, b):
             differs = ", ".join(protocol_differences(a, b)) or "test items"
-            note = f"not tested: the results differ in {differs}"
+            note = f"not tested: the reference runs differ in {differs}"
         elif pred_a is None or pred_b is None:
             note = "not tested: per-item predictions missing"
         else:
-            y_true, probs_a, probs_b = paired_arrays(pred_a, pred_b)
-            intervals = bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed)
-            note = f"paired bootstrap over {y_true.shape[0]} test items, {n_boot} replicates"
-        out.append(DatasetComparison(name, a, b, intervals, note, _tag_frame(a, b, pred_a or pred_b)))
+            intervals, n_items = paired_bootstrap(a.task, pred_a, pred_b, n_boot=n_boot)
+            note = f"paired bootstrap over {n_items} test items, {n_boot} replicates"
+        tags = _tag_frame(a, b, pred_a or pred_b) if a.task == b.task and a.dataset.tags == b.dataset.tags else (
+            pd.DataFrame(columns=TAG_COLUMNS))
+        out.append(DatasetComparison(name, a, b, intervals, note, tags))
     return out
 
 
-def _stat(result: ProbeResult, metric: str) -> str:
+def stat_text(result: ProbeResult, metric: str) -> str:
+    """"85.0 ± 1.0" (percent, mean ± std over seeds); one seed: "85.0 (1 seed)", no std."""
     stat = result.stat(metric)
-    return "–" if stat is None else f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
-
-
-def _interval(interval: Interval) -> str:
-    return (f"{100 * interval.diff:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
-            + (" *" if interval.significant else ""))
+    if stat is None:
+        return "–"
+    return f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}" if stat.n > 1 else f"{100 * stat.mean:.1f} (1 seed)"
 
 
 def summary_frame(comparisons: list[DatasetComparison]) -> pd.DataFrame:
-    """One row per dataset: A and B mean ± std and A - B with its 95% interval (percent)."""
+    """One row per dataset and metric: A and B mean ± std and A - B with its 95% interval (percent)."""
     rows = []
     for c in comparisons:
-        row = {"Dataset": column_title(c.dataset)}
-        for metric, label in (("roc_auc", "ROC-AUC"), ("map", "mAP")):
-            row[f"A {label}"], row[f"B {label}"] = _stat(c.a, metric), _stat(c.b, metric)
-            row[f"Δ {label}"] = _interval(c.intervals[metric]) if c.intervals else "–"
-        row["Note"] = c.note
-        rows.append(row)
-    return pd.DataFrame(rows)
+        metrics = list(dict.fromkeys([*metric_columns(c.a), *metric_columns(c.b)]))
+        for k, metric in enumerate(metrics):
+            interval = (c.intervals or {}).get(metric)
+            rows.append({"Dataset": column_title(c.dataset) if k == 0 else "", "Metric": metric_label(metric),
+                         "A": stat_text(c.a, metric), "B": stat_text(c.b, metric),
+                         "Δ A - B": interval_text(interval) if interval else "–", "Note": c.note if k == 0 else ""})
+    return pd.DataFrame(rows, columns=["Dataset", "Metric", "A", "B", "Δ A - B", "Note"])
 
 
 def tag_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -156,11 +143,13 @@ def tag_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_comparison(comparisons: list[DatasetComparison]) -> str:
-    """Markdown: the per-dataset summary, then each dataset's per-tag table."""
-    a, b = comparisons[0].a.model.display, comparisons[0].b.model.display
+    """Markdown: the per-dataset summary, then each tagging dataset's per-tag table."""
+    a, b = model_name(comparisons[0].a.model), model_name(comparisons[0].b.model)
     text = [f"### A = {a}, B = {b} (test, percent; Δ = A - B with its 95% interval, * = excludes 0)\n",
             summary_frame(comparisons).to_markdown(index=False, disable_numparse=True), ""]
     for c in comparisons:
+        if task_type(c.a.task).labels != "multi_hot":
+            continue  # per-tag scores are a tagging task's
         text += [f"#### {column_title(c.dataset)}: per tag (support = positive test items)\n",
                  tag_table(c.tags).to_markdown(index=False, disable_numparse=True) if not c.tags.empty
                  else "per-tag scores missing in one or both results", ""]

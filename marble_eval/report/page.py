@@ -18,14 +18,16 @@ from typing import Any
 import pandas as pd
 
 from marble_eval.files import atomic_write_bytes, atomic_write_json
+from marble_eval.metrics.table import metric_label
+from marble_eval.report.columns import column_title, metric_columns, ordered_datasets
 from marble_eval.report.leaderboard import (
-    DATASET_COLUMNS,
     leaderboard_frames,
-    ordered_datasets,
     results_for_recipe,
     significance_frame,
 )
 from marble_eval.report.plots import plot_layer_curves, plot_per_tag
+from marble_eval.report.published import COLLECTIONS, MARBLE_V1_TASKS
+from marble_eval.report.runs import grid_label, model_name, n_seeds, order_runs, run_labels
 from marble_eval.report.significance import (
     Comparison,
     compare_results,
@@ -33,8 +35,7 @@ from marble_eval.report.significance import (
 )
 from marble_eval.results.schema import ProbeResult
 from marble_eval.results.store import utc_now
-
-METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")  # the report helper replaces this with the metric table
+from marble_eval.tasks import task_type
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
@@ -127,7 +128,9 @@ def _figure(path: Path, caption: str) -> str:
 
 def _stat(result: ProbeResult, metric: str) -> str:
     stat = result.stat(metric)
-    return "" if stat is None else f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
+    if stat is None:
+        return ""
+    return f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}" if stat.n > 1 else f"{100 * stat.mean:.1f}"
 
 
 def _percent(value: float | None) -> str:
@@ -138,34 +141,43 @@ def _provenance(result: ProbeResult) -> str:
     """Where every number of one result comes from: model, code, packages, protocol, selection, grid."""
     model, env, protocol, dataset = result.model, result.environment, result.protocol, result.dataset
     grid = protocol.grid
+    task = task_type(result.task)
     facts = [
         ("results file", result.path.name if result.path else ""), ("created", result.created),
         ("model id / fingerprint", f"{model.id} / {model.fingerprint}"), ("model revision", model.revision),
+        ("model licence", model.licence or "not recorded"),
         ("family / hidden states / dim", f"{model.family} / {model.hidden_states} / {model.dim}"),
         ("git commit", env.git_commit), ("python / platform", f"{env.python} / {env.platform}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in env.packages.items())),
-        ("preset / recipe", f"{protocol.preset or 'none'} / {protocol.recipe_name}"),
-        ("grid", f"lrs {grid.lrs}, layers {grid.layers}, seeds {grid.seeds}"),
+        ("preset / recipe / overrides", f"{protocol.preset or 'none'} / {protocol.recipe_name} / "
+                                        f"{', '.join(protocol.overrides) or 'none'}"),
+        ("grid", f"{grid_label(result)}: lrs {grid.lrs}, layers {grid.layers}, seeds {grid.seeds}"),
+        ("batch unit / selection", f"{protocol.batch_unit} / {protocol.selection}"),
         ("window / max seconds", f"{protocol.window_seconds} / {protocol.max_seconds}"),
         ("precision / cache key", f"{protocol.precision} / {protocol.cache_key}"),
-        ("dataset version / identity", f"{dataset.version} / {dataset.identity}"),
+        ("dataset task / version / identity", f"{dataset.task} / {dataset.version} / {dataset.identity}"),
+        ("split", f"made by {dataset.split_origin}" if dataset.split_origin else "the dataset's published split"),
         ("items probed per split", dataset.splits),
         ("excluded tags", ", ".join(result.excluded_tags) or "none"),
         ("excluded items", len(result.extraction.excluded_items)),
     ]
     facts_html = "".join(f"<tr><td>{_esc(k)}</td><td style='text-align:left'>{_esc(v)}</td></tr>" for k, v in facts)
+    monitor, tests = task.monitor, metric_columns(result)
     selected = pd.DataFrame([{
-        "seed": s.seed, "lr": s.lr, "layer": s.layer,
-        "valid ROC-AUC": _percent(s.valid.roc_auc) if s.valid else "",
-        **{f"test {m}": _percent(getattr(s.test, m)) for m in METRICS if s.test and getattr(s.test, m) is not None},
+        "seed": s.seed, "lr": s.lr, "layer": s.layer, **({"aggregation": s.aggregation} if s.aggregation else {}),
+        f"valid {metric_label(monitor)}": _percent(s.valid.value(monitor)) if s.valid else "",
+        **{f"test {metric_label(m)}": _percent(s.test.value(m)) for m in tests if s.test and s.test.value(m) is not None},
     } for s in result.selected])
+    shown = task.cells[0]
     grid_rows = pd.DataFrame([{
-        "lr": g.lr, "layer": g.layer, "seed": g.seed, "valid ROC-AUC": _percent(g.valid.roc_auc),
-        "test ROC-AUC": _percent(g.test.roc_auc), "test mAP": _percent(g.test.map), "epochs": g.epochs,
-        "best epoch": g.best_epoch,
+        "lr": g.lr, "layer": g.layer, "seed": g.seed,
+        **{f"valid {metric_label(m)}": _percent(g.valid.value(m)) for m in shown},
+        **{f"test {metric_label(m)}": _percent(g.test.value(m)) for m in shown},
+        "epochs": g.epochs, "best epoch": g.best_epoch,
     } for g in result.grid if g.valid and g.test])
     slug = re.sub(r"\W+", "-", result.path.stem if result.path else model.id)
-    parts = [f"<table>{facts_html}</table>", "<b>Selected probe per seed</b> (best validation ROC-AUC)",
+    parts = [f"<table>{facts_html}</table>",
+             f"<b>Selected probe per seed</b> (best validation score: {_esc(protocol.selection or monitor)})",
              frame_html(selected, f"sel-{slug}") if not selected.empty else "<p>none</p>"]
     if not grid_rows.empty:
         parts.append(f"<details><summary>Full grid ({len(grid_rows)} configurations)</summary>"
@@ -177,20 +189,28 @@ MIN_VALID_ITEMS = 50  # below this, choosing among ~80 grid configurations on va
 
 
 def small_split_warnings(results: list[ProbeResult]) -> list[str]:
-    """One warning per model whose validation split is too small to select a configuration on."""
-    return [f"{r.model.display}: only {r.dataset.splits['valid']} validation items; selecting among "
-            f"{len(r.protocol.grid.lrs) * len(r.protocol.grid.layers)} configurations on so few is mostly noise "
-            f"(under {MIN_VALID_ITEMS})" for r in results if r.dataset.splits.get("valid", MIN_VALID_ITEMS) < MIN_VALID_ITEMS]
+    """One warning per run that selected among several configurations on a too small validation split
+    (none where the grid has one configuration per seed: nothing was selected)."""
+    labels = run_labels(results)
+    warnings = []
+    for r in results:
+        configurations = len(r.protocol.grid.lrs) * len(r.protocol.grid.layers)
+        valid = r.dataset.splits.get("valid", MIN_VALID_ITEMS)
+        if configurations > 1 and valid < MIN_VALID_ITEMS:
+            warnings.append(f"{labels[id(r)]}: only {valid} validation items; selecting among "
+                            f"{configurations} configurations on so few is mostly noise (under {MIN_VALID_ITEMS})")
+    return warnings
 
 
 def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list[Comparison],
-                     figures: dict[str, list[tuple[Path, str]]]) -> str:
-    title = DATASET_COLUMNS.get(dataset, dataset)
-    summary = pd.DataFrame([{"Model": r.model.display, **{m: _stat(r, m) for m in METRICS},
-                             "seeds": r.stat("roc_auc").n if r.stat("roc_auc") else "",
-                             "test items": r.dataset.splits.get("test", "")} for r in results])
+                     figures: dict[str, list[tuple[Path, str]]], names: dict[int, str]) -> str:
+    title = column_title(dataset)
+    metrics = list(dict.fromkeys(m for r in results for m in metric_columns(r)))
+    summary = pd.DataFrame([{"Model": names[id(r)], **{metric_label(m): _stat(r, m) for m in metrics},
+                             "seeds": n_seeds(r), "test items": r.dataset.splits.get("test", "")} for r in results])
     out = [f'<h2 id="ds-{_esc(dataset)}">{_esc(title)}</h2>',
-           "<p>Test metrics of the validation-selected probe, mean ± std over seeds (%).</p>",
+           "<p>Test metrics of the validation-selected probe, mean ± std over seeds (one seed: no std), "
+           f"×100; task: {_esc(task_type(results[0].task).description)}.</p>",
            frame_html(summary, f"summary-{dataset}", sortable=True)]
     out += [f"<p class=warning>{_esc(warning)}</p>" for warning in small_split_warnings(results)]
     pairs = [c for c in comparisons if c.dataset == dataset]
@@ -200,7 +220,7 @@ def _dataset_section(dataset: str, results: list[ProbeResult], comparisons: list
                 frame_html(significance_frame(pairs), f"sig-{dataset}")]
     out += [_figure(p, c) for p, c in figures.get(dataset, [])]
     for result in results:
-        out.append(f"<details><summary>Provenance: {_esc(result.model.display)}</summary>"
+        out.append(f"<details><summary>Provenance: {_esc(names[id(result)])}</summary>"
                    f"{_provenance(result)}</details>")
     return "".join(out)
 
@@ -212,23 +232,57 @@ def _compare_section(chosen: list[ProbeResult], pairs: list[tuple[str, str]], n_
     out = []
     for k, (a, b) in enumerate(pairs):
         comparisons = compare_models(chosen, a, b, n_boot=max(n_boot, 1))
-        names = (comparisons[0].a.model.display, comparisons[0].b.model.display)
+        names = (model_name(comparisons[0].a.model), model_name(comparisons[0].b.model))
         out += [f'<h2 id="compare-{k}">{_esc(names[0])} vs {_esc(names[1])}</h2>',
-                "<p>A = first, B = second; test, percent; Δ = A - B with its 95% paired-bootstrap interval "
-                "(<span class=sig>*</span> = excludes 0).</p>",
+                "<p>A = first, B = second; each model's reference run; test, ×100; Δ = A - B with its 95% "
+                "paired-bootstrap interval (<span class=sig>*</span> = excludes 0).</p>",
                 frame_html(summary_frame(comparisons), f"compare-{k}-summary")]
         for c in comparisons:
             if not c.tags.empty:
-                out.append(f"<details><summary>{_esc(DATASET_COLUMNS.get(c.dataset, c.dataset))}: per tag "
+                out.append(f"<details><summary>{_esc(column_title(c.dataset))}: per tag "
                            f"(support = positive test items)</summary>"
                            f"{frame_html(tag_table(c.tags), f'compare-{k}-{c.dataset}', sortable=True)}</details>")
     return "".join(out)
+
+
+def _has_published(results: list[ProbeResult], layout: str) -> bool:
+    """True when a measured dataset has numbers in the layout's published rows."""
+    measured = {r.dataset.name for r in results}
+    return any(measured & set(entry.scores) for entry in COLLECTIONS[layout])
+
+
+def _boards(chosen: list[ProbeResult], published: bool, winners: dict[tuple[str, str, str], bool]) -> str:
+    """The per-task-type tables, and the MARBLE-layout table when a MARBLE task was measured."""
+    layouts = ["culturemert"] + (["marble"] if {r.dataset.name for r in chosen} & set(MARBLE_V1_TASKS) else [])
+    boards, k = [], 0
+    for layout in layouts:
+        board = leaderboard_frames(chosen, published=published and _has_published(chosen, layout), winners=winners,
+                                   layout=layout)
+        for title, frame in board.frames.items():
+            classes = [_row_class(m) for m in frame["Model"]]
+            boards.append(f"<h3>{_esc(title)} (%)</h3>" + frame_html(frame, f"leaderboard-{k}", True, classes))
+            k += 1
+        boards.append("<ul>" + "".join(f"<li>{_esc(note)}</li>" for note in board.notes) + "</ul>")
+    return "".join(boards)
+
+
+def _figures(chosen: list[ProbeResult], figure_dir: Path) -> dict[str, list[tuple[Path, str]]]:
+    figures: dict[str, list[tuple[Path, str]]] = {}
+    for dataset in sorted({r.dataset.name for r in chosen}):
+        subset = [r for r in chosen if r.dataset.name == dataset]
+        figures[dataset] = [
+            (p, f"Validation (dashed) and test (solid) {metric_label(metric)} per hidden state")
+            for metric in task_type(subset[0].task).cells[0]
+            for p in plot_layer_curves(subset, figure_dir, metric) if p.suffix == ".png"
+        ] + [(p, "Per-tag test ROC-AUC by tag category") for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
+    return figures
 
 
 def build_page(results: list[ProbeResult], output: Path, recipe: str | None = None, n_boot: int = 1000,
                published: bool = True, compare: list[tuple[str, str]] | None = None) -> Path:
     """Write ``output``/index.html (and figures/ beside it); returns the page's path.
 
+    ``published`` shows a layout's published rows where a measured dataset has published numbers.
     ``compare`` adds a section per (model A, model B) pair (see marble_eval.report.compare).
     """
     output = Path(output)
@@ -236,41 +290,36 @@ def build_page(results: list[ProbeResult], output: Path, recipe: str | None = No
     compare_html = _compare_section(chosen, compare or [], n_boot)
     recipe_name = chosen[0].protocol.recipe_name
     comparisons, notes = compare_results(chosen, n_boot=n_boot) if n_boot > 0 else ([], ["significance skipped"])
-    board = leaderboard_frames(chosen, published=published, winners=significant_winners(comparisons))
-    figure_dir = output / "figures"
-    figures: dict[str, list[tuple[Path, str]]] = {}
-    for dataset in sorted({r.dataset.name for r in chosen}):
-        subset = [r for r in chosen if r.dataset.name == dataset]
-        figures[dataset] = [
-            (p, f"Validation (dashed) and test (solid) {name} per hidden state")
-            for metric, name in (("roc_auc", "ROC-AUC"), ("map", "mAP"))
-            for p in plot_layer_curves(subset, figure_dir, metric) if p.suffix == ".png"
-        ] + [(p, "Per-tag test ROC-AUC by tag category") for p in plot_per_tag(subset, figure_dir) if p.suffix == ".png"]
-    boards = []
-    for i, (title, frame) in enumerate(board.frames.items()):
-        classes = [_row_class(m) for m in frame["Model"]]
-        boards.append(f"<h3>{_esc(title)} (%)</h3>" + frame_html(frame, f"leaderboard-{i}", True, classes))
-    boards.append("<ul>" + "".join(f"<li>{_esc(note)}</li>" for note in board.notes) + "</ul>")
+    boards = _boards(chosen, published, significant_winners(comparisons))
+    figures = _figures(chosen, output / "figures")
+    names = run_labels(chosen)
     datasets = ordered_datasets({r.dataset.name for r in chosen})
-    nav = " · ".join(f'<a href="#ds-{_esc(d)}">{_esc(DATASET_COLUMNS.get(d, d))}</a>' for d in datasets)
+    nav = " · ".join(f'<a href="#ds-{_esc(d)}">{_esc(column_title(d))}</a>' for d in datasets)
     significance = (frame_html(significance_frame(comparisons), "significance") if comparisons
                     else "<p>No pair of comparable models with per-item predictions on the same dataset.</p>")
     note_html = "".join(f"<li class=note>{_esc(n)}</li>" for n in notes)
+    sections = "".join(_dataset_section(d, order_runs([r for r in chosen if r.dataset.name == d]),
+                                        comparisons, figures, names) for d in datasets)
     body = f"""<h1>marble-eval report</h1>
 <p class="sub">Recipe <code>{_esc(recipe_name)}</code> · {len(chosen)} result(s) · generated {_esc(utc_now())} ·
 datasets: {nav}</p>
 <h2>Leaderboard</h2>
-<p>Test metrics of the validation-selected probe, mean over seeds, in percent; Avg is the mean of every number in the
-row over the datasets every measured row has (see the notes under the tables). <i>(published)</i> rows are the CultureMERT model cards; Δ rows are measured - published.
+<p>Test metrics of the validation-selected probe, mean over seeds, ×100; each task type has its own tables, and Avg is
+taken only over numbers of the same metrics (the notes under each table say over which datasets). A model's row holds
+its reference run per dataset (the preset's own grid and seeds first, then the most seeds, then the latest); its other
+runs get rows named by what differs. <i>(published)</i> rows are the published numbers (CultureMERT model cards; MARBLE
+v1 paper); Δ rows are measured - published.
 <span class=sig>*</span>: significantly better than every other measured model on that dataset (paired bootstrap,
 95%). Click a column header to sort.</p>
-{"".join(boards)}
+{boards}
 <h2>Significance</h2>
-<p>Paired bootstrap over test items (paired by item id) and seeds ({n_boot} replicates): model A - model B in percent
-points with the 2.5 / 97.5 percentile interval; <span class=sig>*</span> = the interval excludes 0.</p>
+<p>Paired bootstrap over test items (paired by item id) and seeds ({n_boot} replicates) on each task's own statistic:
+Δ = model A - model B in points with the 2.5 / 97.5 percentile interval, A being the model with the higher mean main
+metric; <span class=sig>*</span> = the interval excludes 0. <code>marble-eval compare A B</code> shows the same
+interval.</p>
 {significance}<ul>{note_html}</ul>
 {compare_html}
-{"".join(_dataset_section(d, [r for r in chosen if r.dataset.name == d], comparisons, figures) for d in datasets)}
+{sections}
 """
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>marble-eval report</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

@@ -1,74 +1,106 @@
-"""Published numbers to reproduce (PROTOCOL section 6: the CultureMERT model cards), as typed data.
+"""Published numbers to reproduce, as typed data keyed by dataset name and metric key (percent).
 
-Every value is a percentage as printed in the model card (one decimal). The leaderboard shows these
-rows (marked "(published)") beside measured ones and, for a measured model whose id matches, the
-difference measured - published.
+- ``CULTUREMERT``: the CultureMERT model cards (PROTOCOL section 6), the six tagging datasets, with
+  the cards' printed averages; shown by the CultureMERT-layout leaderboard.
+- ``MARBLE_V1``: the MARBLE v1 paper (arXiv 2306.10548v1, Tables 3-4; PROTOCOL section 8), MERT-v1-95M
+  and MERT-v1-330M on each MARBLE task's own metric(s); shown by ``leaderboard --layout marble``.
+
+The numbers of a dataset are those of its task's cells (``marble_eval.tasks``) in their order, so the
+metric keys come from the task types, not from this file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-SOURCE = "CultureMERT model cards (PROTOCOL section 6)"
+from marble_eval.tasks import TASK_TYPES, expand_metrics
 
-
-@dataclass(frozen=True)
-class PublishedScore:
-    """One published cell: macro ROC-AUC / mAP and micro-F1 / macro-F1 in percent."""
-
-    roc_auc: float
-    map: float
-    micro_f1: float
-    macro_f1: float
-
-    def metric(self, name: str) -> float:
-        """The value of metric ``name`` (``roc_auc``, ``map``, ``micro_f1``, ``macro_f1``), percent."""
-        return float(getattr(self, name))
+CULTUREMERT_SOURCE = "CultureMERT model cards (PROTOCOL section 6)"
+MARBLE_V1_SOURCE = "MARBLE v1 paper, arXiv 2306.10548v1, Tables 3-4 (PROTOCOL section 8)"
 
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """A model's published row: hub id, per-dataset scores, and the card's printed averages."""
+    """A model's published row: hub id, {dataset: {metric key: percent}}, and printed averages
+    ({metric group: percent}, e.g. the cards' Avg of the ROC-AUC / mAP cells)."""
 
     model_id: str
-    scores: dict[str, PublishedScore]
-    avg_auc_map: float
-    avg_f1: float
-    source: str = SOURCE
+    scores: dict[str, dict[str, float]]
+    averages: dict[tuple[str, ...], float] = field(default_factory=dict)
+    source: str = CULTUREMERT_SOURCE
+
+    def value(self, dataset: str, metric: str) -> float | None:
+        """The published ``metric`` on ``dataset`` in percent (None when not published)."""
+        return self.scores.get(dataset, {}).get(metric)
 
 
-_DATASETS = ("makam", "hindustani", "carnatic", "lyra", "fma", "mtat")
+# -- CultureMERT cards: per dataset (ROC-AUC, mAP, micro-F1, macro-F1), then the Avg of each cell pair ----------
+_TAGGING = TASK_TYPES["multilabel"]
+_CARD_DATASETS = ("makam", "hindustani", "carnatic", "lyra", "fma", "mtat")
 
 
-def _row(model_id: str, auc_map: list[tuple[float, float]], f1: list[tuple[float, float]], avg_auc_map: float,
-         avg_f1: float) -> PublishedModel:
-    scores = {name: PublishedScore(a, m, mi, ma) for name, (a, m), (mi, ma) in zip(_DATASETS, auc_map, f1)}
-    return PublishedModel(model_id, scores, avg_auc_map, avg_f1)
+def _card(model_id: str, cells: list[tuple[float, float, float, float]], averages: tuple[float, float]) -> PublishedModel:
+    keys = [key for group in _TAGGING.cells for key in group]
+    scores = {name: dict(zip(keys, values)) for name, values in zip(_CARD_DATASETS, cells)}
+    return PublishedModel(model_id, scores, dict(zip(_TAGGING.cells, averages)), CULTUREMERT_SOURCE)
 
 
-PUBLISHED: tuple[PublishedModel, ...] = (
-    _row("m-a-p/MERT-v1-95M",
-         [(83.2, 53.3), (82.4, 52.9), (74.9, 39.7), (85.7, 56.5), (90.7, 48.1), (89.6, 35.9)],
-         [(73.0, 38.9), (71.1, 33.2), (80.1, 30.0), (72.4, 42.6), (57.0, 36.9), (35.7, 21.2)], 66.1, 49.3),
-    _row("ntua-slp/CultureMERT-95M",
-         [(89.6, 60.6), (88.2, 63.5), (79.2, 43.1), (86.9, 56.7), (90.7, 48.1), (89.4, 35.9)],
-         [(77.4, 45.8), (77.8, 50.4), (82.7, 32.5), (73.1, 43.1), (58.3, 36.6), (35.6, 22.9)], 69.3, 52.9),
-    _row("ntua-slp/CultureMERT-TA-95M",
-         [(89.0, 61.0), (87.5, 59.3), (79.1, 43.3), (87.3, 57.3), (90.8, 49.1), (89.6, 36.4)],
-         [(76.9, 45.4), (74.2, 45.0), (82.5, 32.1), (73.0, 45.3), (59.1, 38.2), (35.7, 21.5)], 69.1, 52.4),
+CULTUREMERT: tuple[PublishedModel, ...] = (
+    _card("m-a-p/MERT-v1-95M", [(83.2, 53.3, 73.0, 38.9), (82.4, 52.9, 71.1, 33.2), (74.9, 39.7, 80.1, 30.0),
+                                (85.7, 56.5, 72.4, 42.6), (90.7, 48.1, 57.0, 36.9), (89.6, 35.9, 35.7, 21.2)],
+          (66.1, 49.3)),
+    _card("ntua-slp/CultureMERT-95M", [(89.6, 60.6, 77.4, 45.8), (88.2, 63.5, 77.8, 50.4), (79.2, 43.1, 82.7, 32.5),
+                                       (86.9, 56.7, 73.1, 43.1), (90.7, 48.1, 58.3, 36.6), (89.4, 35.9, 35.6, 22.9)],
+          (69.3, 52.9)),
+    _card("ntua-slp/CultureMERT-TA-95M", [(89.0, 61.0, 76.9, 45.4), (87.5, 59.3, 74.2, 45.0),
+                                          (79.1, 43.3, 82.5, 32.1), (87.3, 57.3, 73.0, 45.3),
+                                          (90.8, 49.1, 59.1, 38.2), (89.6, 36.4, 35.7, 21.5)], (69.1, 52.4)),
+)
+PUBLISHED = CULTUREMERT  # the CultureMERT layout's published rows
+
+# -- MARBLE v1: each task's MARBLE-layout cell (its task type's ``marble_cell``) ---------------------------------
+# dataset: (task type, regression targets in the order of the numbers)
+MARBLE_V1_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gtzan": ("multiclass", ()), "gs-key": ("key", ()), "emo": ("regression", ("arousal", "valence")),
+    "nsynth-instrument": ("multiclass", ()), "nsynth-pitch": ("multiclass", ()),
+    "vocalset-technique": ("multiclass", ()), "vocalset-singer": ("multiclass", ()),
+    "mtg-top50": ("multilabel", ()), "mtg-genre": ("multilabel", ()), "mtg-instrument": ("multilabel", ()),
+    "mtg-moodtheme": ("multilabel", ()), "mtat-marble": ("multilabel", ()),
+}
+
+
+def _paper(model_id: str, numbers: dict[str, tuple[float, ...]]) -> PublishedModel:
+    scores = {}
+    for dataset, values in numbers.items():
+        task, targets = MARBLE_V1_TASKS[dataset]
+        keys = expand_metrics(TASK_TYPES[task].marble_cell, targets)
+        scores[dataset] = dict(zip(keys, values, strict=True))
+    return PublishedModel(model_id, scores, {}, MARBLE_V1_SOURCE)
+
+
+MARBLE_V1: tuple[PublishedModel, ...] = (
+    _paper("m-a-p/MERT-v1-95M", {
+        "gtzan": (74.8,), "gs-key": (63.5,), "emo": (76.3, 55.5), "nsynth-instrument": (70.7,),
+        "nsynth-pitch": (92.6,), "vocalset-technique": (74.2,), "vocalset-singer": (83.7,),
+        "mtg-top50": (83.0, 29.0), "mtg-genre": (87.1, 18.8), "mtg-instrument": (77.5, 19.4),
+        "mtg-moodtheme": (76.4, 13.4), "mtat-marble": (91.0, 39.3)}),
+    _paper("m-a-p/MERT-v1-330M", {
+        "gtzan": (77.6,), "gs-key": (61.7,), "emo": (75.8, 59.0), "nsynth-instrument": (72.6,),
+        "nsynth-pitch": (94.4,), "vocalset-technique": (76.9,), "vocalset-singer": (87.1,),
+        "mtg-top50": (83.4, 29.9), "mtg-genre": (86.7, 18.6), "mtg-instrument": (78.1, 19.8),
+        "mtg-moodtheme": (76.5, 14.0), "mtat-marble": (91.1, 39.5)}),
 )
 
-# MARBLE paper, MERT-v1-95M on MTAT (ROC-AUC / mAP only); kept apart from the model-card rows.
-MARBLE_PAPER_MTAT = {"model_id": "m-a-p/MERT-v1-95M", "roc_auc": 91.0, "map": 39.3}
+COLLECTIONS = {"culturemert": CULTUREMERT, "marble": MARBLE_V1}
 
 
 def _short(model_id: str) -> str:
     return model_id.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
-def find_published(model_id: str) -> PublishedModel | None:
-    """The published row whose id matches ``model_id`` (full hub id, or the name after the last "/")."""
-    for row in PUBLISHED:
+def find_published(model_id: str, rows: tuple[PublishedModel, ...] = CULTUREMERT) -> PublishedModel | None:
+    """The published row of ``rows`` whose id matches ``model_id`` (full hub id, or the name after the last "/")."""
+    for row in rows:
         if model_id == row.model_id or _short(model_id) == _short(row.model_id):
             return row
     return None

@@ -1,38 +1,39 @@
-"""Paired bootstrap of the difference in macro ROC-AUC and mAP between two models on one dataset.
+"""Paired bootstrap of the difference between two models on one dataset, on each task's own statistic.
 
 Method (docs/report.md):
 - the two models' test predictions are paired by item id (intersection of the two test sets);
 - each replicate draws the paired items with replacement (the same draw for both models) and, for
   each model independently, one of its seeds uniformly at random; so the interval carries both the
   test-set sampling noise and the seed-to-seed noise of training a probe;
-- on the replicate, macro ROC-AUC and mAP are computed exactly as marble_eval.metrics.compute_metrics
-  does (a tag without a positive, or for ROC-AUC without a negative, in the resample is left out of
-  the macro average); the computation here is a vectorised, weighted form of the same formulas
-  (tests check it against compute_metrics on explicit resamples);
-- the point estimate is the difference of the seed means on the full paired test set (what the
-  leaderboard shows); the interval is the 2.5 / 97.5 percentile of the replicate differences, and
-  the difference is "significant" when the interval excludes 0.
+- on the replicate, the task's bootstrap statistics (``marble_eval.metrics.bootstrap_statistics``:
+  tagging macro ROC-AUC and mAP, multiclass accuracy, key the key score and accuracy, regression R²)
+  are computed with the replicate's draw counts as item weights;
+- the point estimate is the difference of the seed means on the full paired test set; the interval
+  is the 2.5 / 97.5 percentile of the replicate differences; "significant" when it excludes 0.
+- One set of replicates per pair: the random draws are seeded from the paired items only and made
+  in one fixed order of the two models, so A - B and B - A are exact mirror images (the leaderboard
+  and ``compare`` show the same interval, with the sign of the order they state).
 
-Per-item predictions live beside each results JSON (results.store.predictions_path) with
-``item_ids`` [n], ``y_true`` [n, T], ``probs`` [n_seeds, n, T], ``seeds`` [n_seeds], ``tags`` [T].
+Per-item predictions live beside each results JSON (``results.store.read_predictions``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.metrics import bootstrap_statistics
+from marble_eval.report.columns import higher_is_better
 from marble_eval.report.comparable import column_references, items_key
+from marble_eval.report.runs import model_labels, reference_runs
 from marble_eval.results.schema import ProbeResult
-from marble_eval.results.store import predictions_path
-
-METRICS = ("roc_auc", "map")
-KEYS = ("item_ids", "y_true", "probs", "seeds", "tags")
+from marble_eval.results.store import predictions_path, read_predictions
+from marble_eval.tasks import task_type
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,12 @@ class Predictions:
     """One model's test predictions on one dataset (all seeds)."""
 
     item_ids: np.ndarray  # [n] str
-    y_true: np.ndarray  # [n, T] 0/1
-    probs: np.ndarray  # [n_seeds, n, T]
+    y_true: np.ndarray  # [n, T]
+    outputs: np.ndarray  # [n_seeds, n, T]: probabilities, or predictions (regression)
     seeds: np.ndarray  # [n_seeds]
-    tags: np.ndarray  # [T] str
+    tags: np.ndarray  # [T] str: tags, classes or targets
     path: str = ""
+    key: str = ""  # what fixes the pair's order for the random draws (the result's identity)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class Interval:
     def significant(self) -> bool:
         """True when the interval excludes 0."""
         return bool(self.low > 0 or self.high < 0)
+
+    def mirrored(self) -> Interval:
+        """The same interval for b - a."""
+        return Interval(-self.diff, -self.high, -self.low)
 
 
 @dataclass(frozen=True)
@@ -75,27 +81,21 @@ class Comparison:
     level: float
 
 
-def load_predictions(path: str | Path) -> Predictions | None:
-    """The predictions file at ``path``; None when it does not exist. Malformed files raise MarbleEvalError."""
-    path = Path(path)
-    if not path.exists():
+def load_predictions(result_json: str | Path, key: str = "") -> Predictions | None:
+    """The predictions beside the results JSON ``result_json``; None when there are none. Malformed
+    files raise MarbleEvalError."""
+    arrays = read_predictions(Path(result_json))
+    if arrays is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in KEYS if key not in data.files]
-            if missing:
-                raise MarbleEvalError(f"{path}: predictions file lacks {', '.join(missing)}; rerun `marble-eval probe`")
-            arrays = {key: data[key] for key in KEYS}
-    except (OSError, ValueError) as exc:
-        raise MarbleEvalError(f"{path}: not a readable predictions file ({exc}); delete or regenerate it") from None
-    probs, y_true = arrays["probs"].astype(np.float64), arrays["y_true"].astype(np.float64)
+    path = predictions_path(Path(result_json))
+    outputs, y_true = arrays["outputs"].astype(np.float64), arrays["y_true"].astype(np.float64)
     n_items, n_tags = y_true.shape if y_true.ndim == 2 else (-1, -1)
-    if (probs.ndim != 3 or probs.shape[1:] != (n_items, n_tags) or len(arrays["item_ids"]) != n_items
-            or len(arrays["tags"]) != n_tags or len(arrays["seeds"]) != probs.shape[0]):
-        raise MarbleEvalError(f"{path}: inconsistent shapes (y_true {y_true.shape}, probs {probs.shape}); "
+    if (outputs.ndim != 3 or outputs.shape[1:] != (n_items, n_tags) or len(arrays["item_ids"]) != n_items
+            or len(arrays["tags"]) != n_tags or len(arrays["seeds"]) != outputs.shape[0]):
+        raise MarbleEvalError(f"{path}: inconsistent shapes (y_true {y_true.shape}, outputs {outputs.shape}); "
                               "delete or regenerate it with `marble-eval probe`")
-    return Predictions(arrays["item_ids"].astype(str), y_true, probs, arrays["seeds"], arrays["tags"].astype(str),
-                       str(path))
+    return Predictions(arrays["item_ids"].astype(str), y_true, outputs, arrays["seeds"], arrays["tags"].astype(str),
+                       str(path), key or str(path))
 
 
 def bootstrap_counts(n_items: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,128 +106,139 @@ def bootstrap_counts(n_items: int, n_boot: int, rng: np.random.Generator) -> np.
     return counts
 
 
-def weighted_macro_metrics(y_true: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Macro ROC-AUC and AP [n_boot] of ``scores`` [n, T] when item i appears ``counts[b, i]`` times.
+def paired_arrays(task: str, a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y_true and both models' outputs on the common items (sorted ids) and, for tagging, the common tags.
 
-    Equal to compute_metrics on the explicitly resampled arrays: ties (including the copies of a
-    drawn item) count one half in ROC-AUC and form one threshold in AP; a tag without a positive
-    (ROC-AUC: or without a negative) in a replicate is left out of that replicate's average (NaN when
-    no tag is left).
-    """
-    n_boot, n_tags = counts.shape[0], y_true.shape[1]
-    auc = np.full((n_boot, n_tags), np.nan)
-    ap = np.full((n_boot, n_tags), np.nan)
-    for tag in range(n_tags):
-        order = np.argsort(-scores[:, tag], kind="stable")
-        ranked = scores[order, tag]
-        starts = np.concatenate([[0], np.nonzero(np.diff(ranked))[0] + 1])  # one group per distinct score
-        weights = counts[:, order]
-        positive = y_true[order, tag] > 0.5
-        w_pos = np.add.reduceat(weights * positive, starts, axis=1)  # [B, G], groups by descending score
-        w_neg = np.add.reduceat(weights * ~positive, starts, axis=1)
-        tp, fp = np.cumsum(w_pos, axis=1), np.cumsum(w_neg, axis=1)
-        n_pos, n_neg = tp[:, -1], fp[:, -1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            below = n_neg[:, None] - fp  # negatives with a strictly lower score
-            auc[:, tag] = (w_pos * (below + 0.5 * w_neg)).sum(1) / (n_pos * n_neg)
-            precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 0.0)
-            ap[:, tag] = (w_pos * precision).sum(1) / n_pos
-        auc[(n_pos == 0) | (n_neg == 0), tag] = np.nan
-        ap[n_pos == 0, tag] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": no tag left in a replicate
-        return {"roc_auc": np.nanmean(auc, axis=1), "map": np.nanmean(ap, axis=1)}
-
-
-def paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """y_true and both models' probs restricted to the common items and tags, in a's order."""
+    Single-label and regression outputs must name the same classes / targets in the same order."""
     common = np.intersect1d(a.item_ids, b.item_ids)
     if common.size < 2:
         raise MarbleEvalError(f"{b.path}: shares {common.size} test items with {a.path}; nothing to compare")
-    tags = [t for t in a.tags if t in set(b.tags)]
+    if task_type(task).labels == "multi_hot":
+        tags = [t for t in a.tags if t in set(b.tags)]
+    elif list(a.tags) != list(b.tags):
+        raise MarbleEvalError(f"{b.path}: classes or targets differ from {a.path}; the two results are not "
+                              f"scored on the same labels")
+    else:
+        tags = list(a.tags)
     ia = {item: i for i, item in enumerate(a.item_ids)}
     ib = {item: i for i, item in enumerate(b.item_ids)}
     rows_a, rows_b = [ia[i] for i in common], [ib[i] for i in common]
     ta = [int(np.nonzero(a.tags == t)[0][0]) for t in tags]
     tb = [int(np.nonzero(b.tags == t)[0][0]) for t in tags]
     y_a, y_b = a.y_true[np.ix_(rows_a, ta)], b.y_true[np.ix_(rows_b, tb)]
-    if not np.array_equal(y_a > 0.5, y_b > 0.5):
+    if not np.allclose(y_a, y_b, rtol=1e-5, atol=1e-6):
         raise MarbleEvalError(f"{b.path}: labels differ from {a.path} on shared items; regenerate both predictions")
-    return y_a, a.probs[:, rows_a][:, :, ta], b.probs[:, rows_b][:, :, tb]
+    return y_a, a.outputs[:, rows_a][:, :, ta], b.outputs[:, rows_b][:, :, tb]
 
 
-def paired_bootstrap(a: Predictions, b: Predictions, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, Interval]:
-    """{metric: Interval} of a - b by the paired bootstrap described in the module docstring."""
-    y_true, probs_a, probs_b = paired_arrays(a, b)
-    return bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
+def items_seed(item_ids: np.ndarray) -> int:
+    """The random seed of a pair's replicates: a digest of its (sorted) paired item ids alone."""
+    digest = hashlib.sha256("\n".join(sorted(map(str, item_ids))).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
-def bootstrap_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, n_boot: int = 1000,
-                         seed: int = 0, level: float = 0.95) -> dict[str, Interval]:
-    """{metric: Interval} of a - b for paired arrays: y_true [n, T], probs_* [n_seeds, n, T]."""
+def bootstrap_difference(task: str, y_true: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray,
+                         n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Interval]:
+    """{metric: Interval} of a - b on the task's bootstrap statistics: y_true [n, T], outputs_* [n_seeds, n, T]."""
     rng = np.random.default_rng(seed)
     n_items = y_true.shape[0]
     counts = bootstrap_counts(n_items, n_boot, rng)
     full = np.ones((1, n_items))
-    pick_a = rng.integers(0, probs_a.shape[0], size=n_boot)
-    pick_b = rng.integers(0, probs_b.shape[0], size=n_boot)
-    per_seed = {}
-    point = {}
-    for name, probs, pick in (("a", probs_a, pick_a), ("b", probs_b, pick_b)):
-        replicate = {m: np.empty(n_boot) for m in METRICS}
-        observed = {m: [] for m in METRICS}
-        for s in range(probs.shape[0]):
+    picks = (rng.integers(0, outputs_a.shape[0], size=n_boot), rng.integers(0, outputs_b.shape[0], size=n_boot))
+    replicates, points = [], []
+    for outputs, pick in zip((outputs_a, outputs_b), picks):
+        replicate: dict[str, np.ndarray] = {}
+        observed: dict[str, list[float]] = {}
+        for s in range(outputs.shape[0]):
+            for metric, value in bootstrap_statistics(task, y_true, outputs[s], full).items():
+                observed.setdefault(metric, []).append(float(value[0]))
+                replicate.setdefault(metric, np.full(n_boot, np.nan))
             chosen = np.nonzero(pick == s)[0]
-            on_full = weighted_macro_metrics(y_true, probs[s], full)
-            on_boot = weighted_macro_metrics(y_true, probs[s], counts[chosen]) if chosen.size else None
-            for m in METRICS:
-                observed[m].append(float(on_full[m][0]))
-                if on_boot is not None:
-                    replicate[m][chosen] = on_boot[m]
-        per_seed[name], point[name] = replicate, {m: float(np.mean(v)) for m, v in observed.items()}
+            if chosen.size:
+                for metric, values in bootstrap_statistics(task, y_true, outputs[s], counts[chosen]).items():
+                    replicate[metric][chosen] = values
+        replicates.append(replicate)
+        points.append({metric: float(np.mean(values)) for metric, values in observed.items()})
     tail = 100 * (1 - level) / 2
+    order = task_type(task).metrics
     intervals = {}
-    for m in METRICS:
-        diffs = per_seed["a"][m] - per_seed["b"][m]
+    for metric in sorted(replicates[0], key=lambda m: order.index(m) if m in order else len(order)):
+        diffs = replicates[0][metric] - replicates[1][metric]
         diffs = diffs[np.isfinite(diffs)]
         low, high = np.percentile(diffs, [tail, 100 - tail]) if diffs.size else (np.nan, np.nan)
-        intervals[m] = Interval(point["a"][m] - point["b"][m], float(low), float(high))
+        intervals[metric] = Interval(points[0][metric] - points[1][metric], float(low), float(high))
     return intervals
 
 
-def compare_results(results: list[ProbeResult], n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> tuple[list[Comparison], list[str]]:
-    """Every comparable pair of models per dataset (one recipe's results); returns comparisons and notes.
+def paired_bootstrap(task: str, a: Predictions, b: Predictions, n_boot: int = 1000,
+                     level: float = 0.95) -> tuple[dict[str, Interval], int]:
+    """({metric: Interval of a - b}, paired items). The replicates are seeded from the paired items and
+    drawn with the two models in the order of their keys, so swapping a and b mirrors every interval."""
+    swap = (b.key or b.path) < (a.key or a.path)
+    first, second = (b, a) if swap else (a, b)
+    y_true, out_first, out_second = paired_arrays(task, first, second)
+    common = np.intersect1d(a.item_ids, b.item_ids)
+    intervals = bootstrap_difference(task, y_true, out_first, out_second, n_boot=n_boot, seed=items_seed(common),
+                                     level=level)
+    if swap:
+        intervals = {metric: interval.mirrored() for metric, interval in intervals.items()}
+    return intervals, y_true.shape[0]
 
-    Only results of a dataset's reference protocol and test items (report.comparable) are paired; the
-    others, and results without a predictions file beside their JSON, are left out with a note.
+
+def result_predictions(result: ProbeResult) -> Predictions | None:
+    """The predictions beside ``result``'s JSON (None when it has none or is not on disk)."""
+    if result.path is None:
+        return None
+    return load_predictions(result.path, key=result.identity().digest())
+
+
+def _main_mean(result: ProbeResult) -> float:
+    stat = result.stat(task_type(result.task).main_metric)
+    return stat.mean if stat is not None else float("-inf")
+
+
+def compare_results(results: list[ProbeResult], n_boot: int = 1000,
+                    level: float = 0.95) -> tuple[list[Comparison], list[str]]:
+    """Every comparable pair of models per dataset (each model's reference run; one recipe's results).
+
+    A is the model with the higher mean main metric (then the name), so Δ = A - B. Only runs of a
+    dataset's reference protocol and test items (report.comparable) are paired; the others, and
+    results without a predictions file, are left out with a note.
     """
     notes: list[str] = []
-    references = column_references(results)
-    by_dataset: dict[str, list[tuple[str, Predictions]]] = {}
-    for result in sorted(results, key=lambda r: (r.dataset.name, r.model.display)):
-        name, dataset = result.model.display, result.dataset.name
+    runs = reference_runs(results)
+    labels = model_labels(runs)
+    references = column_references(runs)
+    by_dataset: dict[str, list[tuple[ProbeResult, Predictions]]] = {}
+    for result in sorted(runs, key=lambda r: (r.dataset.name, -_main_mean(r), labels[r.model.fingerprint])):
+        name, dataset = labels[result.model.fingerprint], result.dataset.name
         reference = references[dataset]
         if (result.comparison_key(), items_key(result)) != (reference.protocol, reference.test_items):
             notes.append(f"{name} on {dataset}: another protocol or other test items than the other results there; "
                          f"no significance test for it")
             continue
-        path = predictions_path(result.path) if result.path else None
-        predictions = load_predictions(path) if path else None
+        predictions = result_predictions(result)
         if predictions is None:
-            notes.append(f"no per-item predictions for {name} on {dataset} "
-                         f"({path.name if path else 'result not on disk'} missing): no significance test for it")
+            missing = predictions_path(result.path).name if result.path else "result not on disk"
+            notes.append(f"no per-item predictions for {name} on {dataset} ({missing} missing): no significance "
+                         f"test for it")
             continue
-        by_dataset.setdefault(dataset, []).append((name, predictions))
+        by_dataset.setdefault(dataset, []).append((result, predictions))
     comparisons = []
     for dataset, models in by_dataset.items():
-        for (id_a, pred_a), (id_b, pred_b) in itertools.combinations(models, 2):
-            y_true, probs_a, probs_b = paired_arrays(pred_a, pred_b)
-            intervals = bootstrap_difference(y_true, probs_a, probs_b, n_boot=n_boot, seed=seed, level=level)
-            comparisons.append(Comparison(dataset, id_a, id_b, intervals, y_true.shape[0],
-                                          (probs_a.shape[0], probs_b.shape[0]), n_boot, level))
+        for (ra, pa), (rb, pb) in itertools.combinations(models, 2):
+            intervals, n_items = paired_bootstrap(ra.task, pa, pb, n_boot=n_boot, level=level)
+            comparisons.append(Comparison(dataset, labels[ra.model.fingerprint], labels[rb.model.fingerprint],
+                                          intervals, n_items, (pa.outputs.shape[0], pb.outputs.shape[0]), n_boot,
+                                          level))
     return comparisons, notes
+
+
+def mirror(comparison: Comparison) -> Comparison:
+    """The comparison of B with A."""
+    return replace(comparison, model_a=comparison.model_b, model_b=comparison.model_a,
+                   intervals={m: i.mirrored() for m, i in comparison.intervals.items()},
+                   n_seeds=comparison.n_seeds[::-1])
 
 
 def significant_winners(comparisons: list[Comparison]) -> dict[tuple[str, str, str], bool]:
@@ -235,6 +246,9 @@ def significant_winners(comparisons: list[Comparison]) -> dict[tuple[str, str, s
     beats: dict[tuple[str, str, str], list[bool]] = {}
     for c in comparisons:
         for m, interval in c.intervals.items():
-            beats.setdefault((c.dataset, c.model_a, m), []).append(interval.low > 0)
-            beats.setdefault((c.dataset, c.model_b, m), []).append(interval.high < 0)
+            better_a = interval.low > 0 if higher_is_better(m) else interval.high < 0
+            better_b = interval.high < 0 if higher_is_better(m) else interval.low > 0
+            beats.setdefault((c.dataset, c.model_a, m), []).append(better_a)
+            beats.setdefault((c.dataset, c.model_b, m), []).append(better_b)
     return {key: all(flags) for key, flags in beats.items() if flags and all(flags)}
+

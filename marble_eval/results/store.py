@@ -163,5 +163,9 @@ def read_predictions(result_json: Path) -> dict[str, np.ndarray] | None:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
         raise MarbleEvalError(f"{path}: not a readable predictions file ({exc}); rerun the probe to rewrite it") from None
+    missing = [key for key in ("item_ids", "y_true", "seeds", "tags") if key not in arrays]
+    missing += [] if "y_pred" in arrays or "probs" in arrays else ["probs (or y_pred)"]
+    if missing:
+        raise MarbleEvalError(f"{path}: predictions file lacks {', '.join(missing)}; rerun the probe to rewrite it")
     arrays["outputs"] = arrays.pop("y_pred") if "y_pred" in arrays else arrays.pop("probs")
     return arrays
