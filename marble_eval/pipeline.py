@@ -283,11 +283,10 @@ def probe_stage(run: PairRun, cache: FeatureCache, info: ModelInfo) -> tuple[Pro
     load_started = time.perf_counter()
     inputs = probe_inputs(cache, run.dataset)
     load_seconds = time.perf_counter() - load_started
-    protocol = run.protocol
     plan = ProbePlan(cache, run.dataset, info, run.recipe, run.grid(info.n_hidden_states),
                      max_epochs=run.probe.max_epochs, threads=run.probe.threads, device=run.probe.device,
                      display_name=run.probe.name,
-                     protocol_fields=protocol.record(cache.key.window_seconds, cache.key.max_seconds))
+                     protocol_fields=protocol_fields(run, cache))
     results_dir = run.probe.results_dir
     existing = None if results_dir is None else find_existing(results_dir, plan.identity(inputs.audio_digest))
     if existing is not None and not run.probe.overwrite:
@@ -305,6 +304,16 @@ def probe_stage(run: PairRun, cache: FeatureCache, info: ModelInfo) -> tuple[Pro
         run.say(f"results: {path}")
     run.say(summary_line(result))
     return result, False
+
+
+def protocol_fields(run: PairRun, cache: FeatureCache) -> dict[str, Any]:
+    """The protocol keys a result records beyond recipe, grid and cache: the preset and what overrode it
+    (explicit --lrs / --layer count as overrides of the grid), the probe choices, the named grid."""
+    fields = run.protocol.record(cache.key.window_seconds, cache.key.max_seconds)
+    explicit = [name for name, value in (("lrs", run.probe.lrs), ("layers", run.probe.layers)) if value]
+    fields["overrides"] = [*fields["overrides"], *explicit]
+    fields["grid_name"] = "custom" if explicit else run.protocol.grid
+    return fields
 
 
 def summary_line(result: ProbeResult) -> str:

@@ -153,7 +153,7 @@ def test_compare_export_and_report_take_every_task_type(evaluated, tmp_path):
     for fmt in ("latex", "model-index"):
         exported = _cli("export", "--format", fmt, "--results-dir", results_dir)
         assert exported.returncode == 0, exported.stderr
-    index = yaml.safe_load(_cli("export", "--format", "model-index", "--results-dir", results_dir).stdout)
+    index = list(yaml.safe_load_all(_cli("export", "--format", "model-index", "--results-dir", results_dir).stdout))
     assert "key_score" in json.dumps(index) or "key score" in json.dumps(index)
     page = _cli("report", "--results-dir", results_dir, "--output", str(tmp_path / "report"))
     assert page.returncode == 0, page.stderr

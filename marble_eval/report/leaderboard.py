@@ -41,7 +41,7 @@ from marble_eval.report.columns import (
 )
 from marble_eval.report.comparable import ColumnReference, column_references, items_key, protocol_differences
 from marble_eval.report.latex import latex_escape
-from marble_eval.report.published import COLLECTIONS, PublishedModel, find_published
+from marble_eval.report.published import PublishedModel, find_published, published_rows
 from marble_eval.report.runs import model_labels, run_labels, runs_by_model
 from marble_eval.results.schema import ProbeResult
 from marble_eval.tasks import TASK_TYPES
@@ -257,7 +257,7 @@ def _common(rows: list[Row], datasets: list[str]) -> list[str]:
 def _culturemert(chosen: list[ProbeResult], rows: list[Row], references: dict[str, ColumnReference],
                  winners: dict[tuple[str, str, str], bool], published: bool, marks: _Marks,
                  notes: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    entries = COLLECTIONS["culturemert"] if published else ()
+    entries = published_rows("culturemert") if published else ()
     tagging = TASK_TYPES["multilabel"].name
     tasks = {r.task for r in chosen} | ({tagging} if published else set())
     frames, scopes = {}, {}
@@ -286,7 +286,7 @@ def _culturemert(chosen: list[ProbeResult], rows: list[Row], references: dict[st
 def _marble(chosen: list[ProbeResult], rows: list[Row], references: dict[str, ColumnReference],
             winners: dict[tuple[str, str, str], bool], published: bool, marks: _Marks,
             notes: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    entries = COLLECTIONS["marble"] if published else ()
+    entries = published_rows("marble") if published else ()
     cells: dict[str, tuple[str, ...]] = {}
     for result in chosen:
         cells.setdefault(result.dataset.name, tuple(marble_cell(result)))
@@ -357,7 +357,7 @@ def _notes(chosen: list[ProbeResult], rows: list[Row], references: dict[str, Col
     if marks.skipped:
         notes.append("(k/n test): k of the dataset's n test items had usable audio")
     if published:
-        source = COLLECTIONS[layout][0].source
+        source = published_rows(layout)[0].source
         notes.append(f"published rows: {source}; Δ rows: measured - published in points; {CLOSE} within "
                      f"{CLOSE_POINTS} point, {FAR} more than twice the seed std away")
     return notes

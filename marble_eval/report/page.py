@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from marble_eval.datasets.registry import MARBLE_TASKS
 from marble_eval.files import atomic_write_bytes, atomic_write_json
 from marble_eval.metrics.table import metric_label
 from marble_eval.report.columns import column_title, metric_columns, ordered_datasets
@@ -26,7 +27,7 @@ from marble_eval.report.leaderboard import (
     significance_frame,
 )
 from marble_eval.report.plots import plot_layer_curves, plot_per_tag
-from marble_eval.report.published import COLLECTIONS, MARBLE_V1_TASKS
+from marble_eval.report.published import published_rows
 from marble_eval.report.runs import grid_label, model_name, n_seeds, order_runs, run_labels
 from marble_eval.report.significance import (
     Comparison,
@@ -248,12 +249,12 @@ def _compare_section(chosen: list[ProbeResult], pairs: list[tuple[str, str]], n_
 def _has_published(results: list[ProbeResult], layout: str) -> bool:
     """True when a measured dataset has numbers in the layout's published rows."""
     measured = {r.dataset.name for r in results}
-    return any(measured & set(entry.scores) for entry in COLLECTIONS[layout])
+    return any(measured & set(entry.scores) for entry in published_rows(layout))
 
 
 def _boards(chosen: list[ProbeResult], published: bool, winners: dict[tuple[str, str, str], bool]) -> str:
     """The per-task-type tables, and the MARBLE-layout table when a MARBLE task was measured."""
-    layouts = ["culturemert"] + (["marble"] if {r.dataset.name for r in chosen} & set(MARBLE_V1_TASKS) else [])
+    layouts = ["culturemert"] + (["marble"] if {r.dataset.name for r in chosen} & set(MARBLE_TASKS) else [])
     boards, k = [], 0
     for layout in layouts:
         board = leaderboard_frames(chosen, published=published and _has_published(chosen, layout), winners=winners,

@@ -2,7 +2,7 @@
 
 - ``CULTUREMERT``: the CultureMERT model cards (PROTOCOL section 6), the six tagging datasets, with
   the cards' printed averages; shown by the CultureMERT-layout leaderboard.
-- ``MARBLE_V1``: the MARBLE v1 paper (arXiv 2306.10548v1, Tables 3-4; PROTOCOL section 8), MERT-v1-95M
+- ``marble_v1_rows()``: the MARBLE v1 paper (arXiv 2306.10548v1, Tables 3-4; PROTOCOL section 8), MERT-v1-95M
   and MERT-v1-330M on each MARBLE task's own metric(s); shown by ``leaderboard --layout marble``.
 
 The numbers of a dataset are those of its task's cells (``marble_eval.tasks``) in their order, so the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from marble_eval.tasks import TASK_TYPES, expand_metrics
+from marble_eval.tasks import TASK_TYPES
 
 CULTUREMERT_SOURCE = "CultureMERT model cards (PROTOCOL section 6)"
 MARBLE_V1_SOURCE = "MARBLE v1 paper, arXiv 2306.10548v1, Tables 3-4 (PROTOCOL section 8)"
@@ -58,40 +58,25 @@ CULTUREMERT: tuple[PublishedModel, ...] = (
 )
 PUBLISHED = CULTUREMERT  # the CultureMERT layout's published rows
 
-# -- MARBLE v1: each task's MARBLE-layout cell (its task type's ``marble_cell``) ---------------------------------
-# dataset: (task type, regression targets in the order of the numbers)
-MARBLE_V1_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gtzan": ("multiclass", ()), "gs-key": ("key", ()), "emo": ("regression", ("arousal", "valence")),
-    "nsynth-instrument": ("multiclass", ()), "nsynth-pitch": ("multiclass", ()),
-    "vocalset-technique": ("multiclass", ()), "vocalset-singer": ("multiclass", ()),
-    "mtg-top50": ("multilabel", ()), "mtg-genre": ("multilabel", ()), "mtg-instrument": ("multilabel", ()),
-    "mtg-moodtheme": ("multilabel", ()), "mtat-marble": ("multilabel", ()),
-}
+# -- MARBLE v1: each task's published numbers live in its benchmark YAML (``marble_v1.published``) ----------
+
+def marble_v1_rows() -> tuple[PublishedModel, ...]:
+    """The MARBLE v1 paper's MERT-v1-95M and MERT-v1-330M rows, read from the MARBLE tasks' YAMLs (one place
+    for those numbers; each YAML's ``marble_v1.published`` is checked against the metric table when read)."""
+    from marble_eval.datasets.registry import MARBLE_TASKS, load_spec
+
+    by_model: dict[str, dict[str, dict[str, float]]] = {}
+    for name in MARBLE_TASKS:
+        v1 = load_spec(name).marble_v1
+        for model, metrics in (v1.published if v1 else {}).items():
+            by_model.setdefault(f"m-a-p/{model}", {})[name] = {key: float(value) for key, value in metrics.items()}
+    return tuple(PublishedModel(model_id, scores, {}, MARBLE_V1_SOURCE) for model_id, scores in by_model.items())
 
 
-def _paper(model_id: str, numbers: dict[str, tuple[float, ...]]) -> PublishedModel:
-    scores = {}
-    for dataset, values in numbers.items():
-        task, targets = MARBLE_V1_TASKS[dataset]
-        keys = expand_metrics(TASK_TYPES[task].marble_cell, targets)
-        scores[dataset] = dict(zip(keys, values, strict=True))
-    return PublishedModel(model_id, scores, {}, MARBLE_V1_SOURCE)
+def published_rows(layout: str) -> tuple[PublishedModel, ...]:
+    """The published rows a layout compares with: the CultureMERT cards or the MARBLE v1 paper."""
+    return marble_v1_rows() if layout == "marble" else CULTUREMERT
 
-
-MARBLE_V1: tuple[PublishedModel, ...] = (
-    _paper("m-a-p/MERT-v1-95M", {
-        "gtzan": (74.8,), "gs-key": (63.5,), "emo": (76.3, 55.5), "nsynth-instrument": (70.7,),
-        "nsynth-pitch": (92.6,), "vocalset-technique": (74.2,), "vocalset-singer": (83.7,),
-        "mtg-top50": (83.0, 29.0), "mtg-genre": (87.1, 18.8), "mtg-instrument": (77.5, 19.4),
-        "mtg-moodtheme": (76.4, 13.4), "mtat-marble": (91.0, 39.3)}),
-    _paper("m-a-p/MERT-v1-330M", {
-        "gtzan": (77.6,), "gs-key": (61.7,), "emo": (75.8, 59.0), "nsynth-instrument": (72.6,),
-        "nsynth-pitch": (94.4,), "vocalset-technique": (76.9,), "vocalset-singer": (87.1,),
-        "mtg-top50": (83.4, 29.9), "mtg-genre": (86.7, 18.6), "mtg-instrument": (78.1, 19.8),
-        "mtg-moodtheme": (76.5, 14.0), "mtat-marble": (91.1, 39.5)}),
-)
-
-COLLECTIONS = {"culturemert": CULTUREMERT, "marble": MARBLE_V1}
 
 
 def _short(model_id: str) -> str:

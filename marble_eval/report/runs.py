@@ -23,7 +23,7 @@ from marble_eval.report.comparable import items_key, protocol_differences
 from marble_eval.results.schema import WEIGHTED, ModelRecord, ProbeResult
 
 GRID_OVERRIDES = frozenset({"grid", "seeds", "lrs", "layers"})
-GRID_NAMES = {"marble": "full grid", "quick": "quick grid"}
+GRID_NAMES = {"marble": "full grid", "quick": "quick grid", "v1": "v1's configuration"}
 # Protocol fields named by the grid, seeds and batch-unit parts of a run's description (or not at all).
 _DESCRIBED = ("grid", "overrides", "batch_unit", "preset")
 
@@ -106,6 +106,8 @@ def grid_label(result: ProbeResult) -> str:
     from marble_eval.protocol import ProtocolPreset
 
     overrides = set(result.protocol.overrides)
+    if result.protocol.grid_name in GRID_NAMES:  # recorded since schema 3
+        return GRID_NAMES[result.protocol.grid_name]
     name = _preset_grid(result.protocol.preset)
     choices = get_args(get_type_hints(ProtocolPreset)["grid"])
     if name is not None and not overrides & {"lrs", "layers"}:

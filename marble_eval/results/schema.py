@@ -101,6 +101,9 @@ class ProtocolRecord(_Record):
     overrides: list[str] = Field(default_factory=list, description="preset fields that explicit arguments replaced")
     recipe: dict[str, Any] = Field(description="the whole probe recipe (its YAML, validated, defaults filled)")
     grid: GridSpecRecord = Field(description="`lrs`, `layers`, `seeds`")
+    grid_name: str | None = Field(None, description="the named grid that made `grid`: `marble` (full), `quick`, "
+                                  "`v1` (v1's chosen configuration), `custom` (explicit --lrs / --layer); null in "
+                                  "files written before it was recorded")
     batch_unit: str | None = Field(None, description="training batches of `item`s (all their windows) or `window`s")
     weighted_init: str | None = Field(None, description="initial layer weights of the weighted sum: `randn`, "
                                       "`uniform`")
