@@ -230,3 +230,15 @@ def test_cuda_grid_agrees_with_the_cpu_grid(task: str) -> None:
         assert (a["lr"], a["layer"], a["seed"], a["epochs"]) == (b["lr"], b["layer"], b["seed"], b["epochs"])
         assert b["test"][main] == pytest.approx(a["test"][main], abs=CUDA_METRIC_TOL)
     assert gpu.test_probabilities[0].shape == cpu.test_probabilities[0].shape
+
+
+def test_a_selected_probe_that_never_trained_is_named_in_one_line() -> None:
+    data = synthetic_splits(sizes=(60, 30, 30), windows_per_item=2)
+    recipe = small_recipe(early_stopping=EarlyStopping(patience=2))
+    # lr 1e-12 moves no float32 weight: the validation score never improves after epoch 1
+    stuck = run_grid(data, recipe, GridSpec([1e-12], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=10)
+    assert (stuck.configs[0]["best_epoch"], stuck.configs[0]["epochs"]) == (1, 3)
+    assert len(stuck.meta["warnings"]) == 1 and "\n" not in stuck.meta["warnings"][0]
+    assert "has not trained" in stuck.meta["warnings"][0] and "2 optimiser steps per epoch" in stuck.meta["warnings"][0]
+    trained = run_grid(data, recipe, GridSpec([3e-2], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=10)
+    assert trained.configs[0]["best_epoch"] > 1 and trained.meta["warnings"] == []

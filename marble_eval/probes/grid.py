@@ -229,6 +229,22 @@ class _Trainer:
         return [results[index] for index in range(len(configs))]
 
 
+def untrained_warnings(selected: list[dict[str, Any]], results: list[dict[str, Any]], train: SplitTensors,
+                       recipe: ProbeRecipe) -> list[str]:
+    """One line per seed whose selected probe never improved on validation after its first epoch
+    (it has not trained: too few optimiser steps for its learning rate before early stopping)."""
+    units = train.n_items if recipe.batch_unit == "item" else train.n_windows
+    steps = -(-units // recipe.batch_size)
+    lines = []
+    for chosen in selected:
+        record = results[chosen["index"]]
+        if record["valid"] is not None and record["best_epoch"] <= 1 < record["epochs"]:
+            lines.append(f"seed {chosen['seed']}: the selected probe (lr {chosen['lr']:g}, layer {chosen['layer']}) never "
+                         f"improved after its first epoch ({steps} optimiser steps per epoch with {recipe.batch_unit} "
+                         f"batches): it has not trained; run --grid marble, or --batch-unit window")
+    return lines
+
+
 def run_grid(
     data: dict[str, SplitData],
     recipe: ProbeRecipe,
@@ -292,6 +308,7 @@ def run_grid(
             "valid": scalar_metrics(chosen["valid"]), "test": chosen["test"],
         })
         test_probabilities.append(chosen["_test_probs"])
+    warnings = untrained_warnings(selected, results, splits["train"], recipe)
     configs_out = [{**{k: v for k, v in r.items() if k != "_test_probs"}, "valid": scalar_metrics(r["valid"]),
                     "test": scalar_metrics(r["test"])} for r in results]
     first_test = selected[0]["test"] or {}
@@ -315,5 +332,6 @@ def run_grid(
         test_probabilities=test_probabilities,
         meta={"chunk_size": size, "selection": f"max {rule}, {tie}then grid order ({recipe.selection_scope})",
               "monitor": f"valid {kind.monitor}", "device": str(where), "resumed_configs": trainer.resumed,
+              "warnings": warnings,
               **trainer.timing},
     )
