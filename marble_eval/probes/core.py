@@ -10,6 +10,7 @@ weights and see the same batches whatever their learning rate or layer (common r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,7 @@ def mix_states(logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     return mixed.reshape(*states.shape[:-3], batch, dim)
 
 
-def aligned(fn, *tensors: torch.Tensor, dims: int = 2) -> torch.Tensor:
+def aligned(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, dims: int = 2) -> torch.Tensor:
     """``fn`` (elementwise) of ``tensors`` [..., *last ``dims`` dims], computed on rows padded to a
     multiple of ALIGN so that each probe's values do not depend on how many are stacked (see ALIGN)."""
     shape = tensors[0].shape
