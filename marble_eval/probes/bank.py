@@ -148,6 +148,7 @@ class ProbeBank(L.LightningModule):
         self.epochs = np.zeros(n, dtype=np.int64)
         self.stopped = np.zeros(n, dtype=bool)
         self._leaves = self._make_leaves()
+        self._buffers_of: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._batches: list[list[torch.Tensor]] = []
         # What epoch_batches reads of the training split, on the CPU (the shuffle streams are CPU ones).
         self._train_index = SplitTensors(torch.empty(train.n_windows, 0, 0), train.item_of_window.cpu(),
@@ -178,10 +179,23 @@ class ProbeBank(L.LightningModule):
             exp_avg, exp_avg_sq = self.exp_avg[name], self.exp_avg_sq[name]
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(EPS)
-            # addcdiv_(exp_avg, denom, value=-step_size) with one step size per probe (row)
-            param.add_(exp_avg * (-step_size).view(-1, *[1] * (param.dim() - 1)) / denom)
+            # In place into two scratch tensors (fresh ones per step cost page faults on the CPU):
+            # denom = sqrt(v) / correction2_sqrt + eps; param += (exp_avg * -step_size) / denom,
+            # which is addcdiv_(exp_avg, denom, value=-step_size) with one step size per probe (row).
+            denom, update = self._scratch(name)
+            torch.sqrt(exp_avg_sq, out=denom).div_(correction2_sqrt).add_(EPS)
+            torch.mul(exp_avg, (-step_size).view(-1, *[1] * (param.dim() - 1)), out=update)
+            param.add_(update.div_(denom))
             leaf.grad = None
+
+    def _scratch(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two scratch tensors shaped like the stacked rows ``name`` (reallocated after compaction)."""
+        shape = self.data[name].shape
+        buffers = self._buffers_of.get(name)
+        if buffers is None or buffers[0].shape != shape:
+            buffers = (torch.empty_like(self.data[name]), torch.empty_like(self.data[name]))
+            self._buffers_of[name] = buffers
+        return buffers
 
     def _step_schedulers(self, positions: np.ndarray, scores: np.ndarray) -> None:
         """ReduceLROnPlateau.step of each probe at ``positions`` (mode max, relative threshold, no
