@@ -242,3 +242,25 @@ def test_a_selected_probe_that_never_trained_is_named_in_one_line() -> None:
     assert "has not trained" in stuck.meta["warnings"][0] and "2 optimiser steps per epoch" in stuck.meta["warnings"][0]
     trained = run_grid(data, recipe, GridSpec([3e-2], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=10)
     assert trained.configs[0]["best_epoch"] > 1 and trained.meta["warnings"] == []
+
+
+def test_seeds_with_different_batch_sizes_train_one_head_each_and_equal_alone() -> None:
+    """Item batches of items with 2 or 3 windows: each seed's batch has its own size, so the bank runs
+    one head per seed (otherwise one stacked head over all seeds); both equal the one-probe trainer."""
+    from reference_trainer import train_probe as alone_probe
+
+    base = synthetic_splits(sizes=(120, 40, 40), windows_per_item=3, n_states=3, dim=8, seed=1)
+    data = {}
+    for name, split in base.items():
+        keep = ~((split.item_of_window % 2 == 0) & (np.arange(len(split.item_of_window)) % 3 == 2))
+        data[name] = SplitData(split.features[keep], split.item_of_window[keep], split.labels)
+    recipe = small_recipe(batch_size=16, early_stopping=EarlyStopping(patience=2))
+    result = run_grid(data, recipe, GridSpec([1e-3, 3e-2], [1, "weighted"], [0, 1]), "multilabel", list("abcde"),
+                      progress=False, max_epochs=6)
+    for config in result.configs:
+        alone = alone_probe(data, recipe, "multilabel", config["lr"], config["layer"], config["seed"], list("abcde"),
+                            max_epochs=6)
+        assert (config["epochs"], config["best_epoch"]) == (alone["epochs"], alone["best_epoch"])
+        for split in ("valid", "test"):
+            for key in ("roc_auc", "map", "micro_f1", "macro_f1"):
+                assert config[split][key] == pytest.approx(alone[split][key], abs=TOL)

@@ -55,11 +55,6 @@ class ProbeConfig:
     seed: int
 
 
-def _linear_blocks(x: list[torch.Tensor], weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
-    """Consecutive row blocks of stacked linears: block k is x[k] [P_k, B, in] @ weights[k] + biases[k]."""
-    return torch.cat([torch.baddbmm(b, block, w) for block, w, b in zip(x, weights, biases)])
-
-
 def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Stacked heads: x [P, B, D] -> logits [P, B, T]; ``mask``: dropout mask broadcast to [P, B, H].
     Weights are stored [P, in, out] (nn.Linear's weight transposed)."""
@@ -264,29 +259,37 @@ class ProbeBank(L.LightningModule):
         train, leaves = self.splits["train"], self._leaves
         blocks = self._blocks()
         sizes = [n for _, n_single, n_weighted in blocks for n in (n_single, n_weighted)]
-        # split() (not slicing): its backward writes every block's gradient into one tensor.
-        pieces = {name: leaf.split(sizes) for name, leaf in leaves.items()}
+        mixing = leaves["state_logits"].split(sizes)
         layer_of = self.layer_of[self.active].to(self.where).split(sizes)
-        losses = []
+        inputs, targets, masks = [], [], []
         for k, (group, n_single, n_weighted) in enumerate(blocks):  # one block per seed (its own batch)
             windows = self._batches[group][batch_idx]
             states = train.features[windows].float()  # [B, L, D]
-            targets = train.labels[train.item_of_window[windows]]  # [B, T]
-            inputs, used = [], [k_ for k_ in (2 * k, 2 * k + 1) if sizes[k_]]
+            parts = []
             if n_single:
-                inputs.append(states.transpose(0, 1)[layer_of[2 * k]])
+                parts.append(states.transpose(0, 1)[layer_of[2 * k]])
             if n_weighted:
-                inputs.append(mix_states(pieces["state_logits"][2 * k + 1], states[None, :, 1:].expand(n_weighted, -1, -1, -1)))
-            first = ("w", "b") if self.shape.hidden is None else ("w1", "b1")
-            out = _linear_blocks(inputs, [pieces[first[0]][i] for i in used], [pieces[first[1]][i] for i in used])
-            if self.shape.hidden is not None:
-                hidden = out.relu()
-                if self.shape.dropout > 0:
-                    shape = (states.shape[0], self.shape.hidden)
-                    hidden = hidden * dropout_mask(self.dropout_gens[group], shape, self.shape.dropout, self.where)
-                w2, b2 = (torch.cat([pieces[name][i] for i in used]) for name in ("w2", "b2"))
-                out = torch.baddbmm(b2, hidden, w2)
-            losses.append(probe_loss(out, targets[None].expand_as(out), self.task))  # [probes of the block]
+                parts.append(mix_states(mixing[2 * k + 1], states[None, :, 1:].expand(n_weighted, -1, -1, -1)))
+            inputs.append(torch.cat(parts) if len(parts) > 1 else parts[0])  # [probes of the seed, B, D]
+            targets.append(train.labels[train.item_of_window[windows]])  # [B, T]
+            if self.shape.hidden is not None and self.shape.dropout > 0:
+                shape = (states.shape[0], self.shape.hidden)
+                masks.append(dropout_mask(self.dropout_gens[group], shape, self.shape.dropout, self.where))
+        counts = [n_single + n_weighted for _, n_single, n_weighted in blocks]
+        if len({t.shape[0] for t in targets}) == 1:  # same batch size for every seed: one stacked head
+            groups = [(leaves, torch.cat(inputs), targets, masks, counts)]
+        else:  # (item batches of several seeds) one head per seed, on its rows of the stacked tensors
+            pieces = {name: leaf.split(counts) for name, leaf in leaves.items()}
+            groups = [({name: pieces[name][k] for name in leaves}, inputs[k], targets[k : k + 1],
+                       masks[k : k + 1], counts[k : k + 1]) for k in range(len(blocks))]
+        losses = []
+        for params, x, block_targets, block_masks, block_counts in groups:
+            mask = None
+            if block_masks:
+                mask = torch.cat([m[None].expand(n, -1, -1) for m, n in zip(block_masks, block_counts)])
+            out = head_logits(params, x, mask)
+            rows = torch.cat([t[None].expand(n, -1, -1) for t, n in zip(block_targets, block_counts)])
+            losses.append(probe_loss(out, rows, self.task))  # [probes]
         self.manual_backward(torch.cat(losses).sum())
         self._step_optimisers()
 
