@@ -7,27 +7,36 @@
 - the GFLOP/s of its training (forward + backward + per-epoch validation, counted analytically,
   over the time inside the Lightning fits) and its share of the peak;
 - the ceiling of that share on this machine: one training step's matmuls at the measured peak
-  plus one step of the probes' Adams (one fused torch.optim.Adam per probe) at its measured speed. Adam reads and writes every
+  plus one step of the probes' vectorised Adam (probes.bank) at its measured speed. Adam reads and writes every
   parameter and both moments once per step (memory-bound, ~30 bytes per parameter) while the
   matmuls do only 4 x 64 FLOPs per parameter at batch 64, so Adam alone caps the share;
 - the speed-up over training the same probes one Lightning fit at a time (the same trainer with
   one probe per fit, i.e. run_grid on a one-configuration grid). Only a few of the sequential fits
   are timed; their mean is extrapolated to all probes (the unit says how many).
+
+``grid_speedup(device, smoke)`` (called by the GPU check, bench/gpu_check.py) times the same grid
+on ``device`` and on the CPU of the same machine, and returns the speed-up as a dict.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from marble_eval.lightning_utils import torch_threads
-from marble_eval.probes import GridSpec, load_recipe, run_grid
+from marble_eval.probes import MARBLE_LRS, GridSpec, SplitData, load_recipe, run_grid
+from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED
-from marble_eval.probes.recipe import ProbeRecipe
+from marble_eval.probes.data import check_data
+from marble_eval.probes.device import probe_device
+from marble_eval.probes.recipe import EarlyStopping, ProbeRecipe
 from marble_eval.probes.synthetic import synthetic_splits
 
 Report = Callable[[str, float, str], None]
@@ -47,20 +56,19 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def adam_seconds(params_per_probe: int, n_probes: int, repeats: int = 5) -> float:
-    """Best time of one optimiser step of ``n_probes`` probes as the grid trainer runs it: one
-    torch.optim.Adam(fused=True) per probe over its row of a stacked [n_probes, params_per_probe] tensor."""
-    stacked, grads = torch.zeros(n_probes, params_per_probe), torch.randn(n_probes, params_per_probe)
-    optimizers = []
-    for row in range(n_probes):
-        param = stacked[row]
-        param.grad = grads[row]
-        optimizers.append(torch.optim.Adam([param], lr=1e-3, fused=True))
+def adam_seconds(recipe: ProbeRecipe, n_probes: int, repeats: int = 5) -> float:
+    """Best time of one optimiser step of ``n_probes`` probes as the grid trainer runs it: the bank's
+    vectorised Adam over the stacked rows (one set of elementwise kernels for all probes)."""
+    data = synthetic_splits(sizes=(64, 64, 64), n_states=N_STATES, dim=DIM, n_tags=N_TAGS, seed=0)
+    configs = [ProbeConfig(MARBLE_LRS[k % len(MARBLE_LRS)], k % N_STATES, 0) for k in range(n_probes)]
+    bank = ProbeBank(recipe, check_data(data, "multilabel"), "multilabel", configs)
+    grads = {name: torch.randn(t.shape) for name, t in bank.data.items()}
     best = float("inf")
-    for _ in range(repeats + 1):  # the first step allocates the moments
+    for _ in range(repeats):
+        for name, leaf in bank._leaves.items():
+            leaf.grad = grads[name]
         start = time.perf_counter()
-        for optimizer in optimizers:
-            optimizer.step()
+        bank._step_optimisers()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -135,7 +143,7 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     emit("probes.batched_fraction_of_peak", achieved / peak, "x of matmul peak")
     n_params = head_params(recipe) * len(configs)
     step_flops = sum(probe_flops(recipe, c.layer, recipe.batch_size, 0, 1) for c in configs)
-    adam = adam_seconds(head_params(recipe), len(configs))
+    adam = adam_seconds(recipe, len(configs))
     emit("probes.adam_step_seconds", adam, f"s per step ({n_params / 1e6:.0f} M parameters, "
          f"{28 * n_params / adam / 1e9:.0f} GB/s)")
     emit("probes.ceiling_fraction_of_peak", step_flops / peak / 1e9 / (step_flops / peak / 1e9 + adam),
@@ -155,6 +163,39 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     return results
 
 
+def grid_speedup(device: str, smoke: bool = False, scale: float = 0.25, epochs: int = 2,
+                 threads: int | None = None) -> dict[str, Any]:
+    """The probe grid on ``device`` against the CPU grid of the same machine: one seed of the MARBLE
+    grid (84 MLP probes) on an MTAT-sized synthetic cache shrunk by ``scale``, ``epochs`` epochs each
+    (early stopping cannot end them sooner). ``smoke``: 2% of the items, one epoch, lr 5e-3 and 1e-2 x layers 0, 6, 12 and weighted (same
+    keys: 8 probes). Each device first runs a one-epoch warm-up (CUDA context, cuBLAS), which is not timed.
+    Returns {device, device_name, cpu_threads, probes, epochs, items, cpu_seconds, device_seconds,
+    speedup}; ``device`` cpu times the CPU twice (speed-up ~1)."""
+    if smoke:
+        scale, epochs = 0.02, 1
+    where = probe_device(device)
+    sizes = tuple(max(64, round(n * scale)) for n in MTAT_ITEMS)
+    data = synthetic_splits(sizes=sizes, n_states=N_STATES, dim=DIM, n_tags=N_TAGS, dtype=np.float16, seed=0)
+    tags = [f"tag{i}" for i in range(N_TAGS)]
+    recipe = replace(load_recipe("mlp"), early_stopping=EarlyStopping(patience=epochs + 1))
+    grid = GridSpec(list(MARBLE_LRS[-2:]), [0, 6, 12, WEIGHTED], [0]) if smoke else GridSpec.marble(N_STATES, [0])
+    warm = {name: SplitData(split.features[:64], np.arange(64, dtype=np.int64) % 32, split.labels[:32])
+            for name, split in data.items()}
+    seconds = {}
+    with torch_threads(threads):
+        for name, target in (("cpu", torch.device("cpu")), ("device", where)):
+            run_grid(warm, recipe, GridSpec([1e-3], [WEIGHTED], [0]), "multilabel", tags, progress=False, max_epochs=1,
+                     device=target)
+            start = time.perf_counter()
+            run_grid(data, recipe, grid, "multilabel", tags, progress=False, max_epochs=epochs, device=target)
+            seconds[name] = time.perf_counter() - start
+        cpu_threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu"
+    return {"device": str(where), "device_name": name, "cpu_threads": cpu_threads, "probes": len(grid.configs()),
+            "epochs": epochs, "items": sum(sizes), "cpu_seconds": round(seconds["cpu"], 3),
+            "device_seconds": round(seconds["device"], 3), "speedup": round(seconds["cpu"] / seconds["device"], 2)}
+
+
 def _print(name: str, value: float, unit: str) -> None:
     print(f"{name:40s} {value:12.4g} {unit}")
 
@@ -165,5 +206,11 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sequential-probes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--speedup-device", default=None,
+                        help="instead: print grid_speedup's JSON for this device (cpu, cuda, cuda:N)")
+    parser.add_argument("--smoke", action="store_true", help="with --speedup-device: the smoke sizes")
     args = parser.parse_args()
-    run(_print, scale=args.scale, epochs=args.epochs, sequential_probes=args.sequential_probes, threads=args.threads)
+    if args.speedup_device:
+        print(json.dumps(grid_speedup(args.speedup_device, args.smoke, threads=args.threads)))
+    else:
+        run(_print, scale=args.scale, epochs=args.epochs, sequential_probes=args.sequential_probes, threads=args.threads)

@@ -1,6 +1,7 @@
 """One probe as a plain LightningModule (stock nn.Linear, torch.optim.Adam, ReduceLROnPlateau and
 Lightning's EarlyStopping): the reference the batched grid trainer (marble_eval.probes.bank) must
-reproduce exactly. Test-only: production code trains through the grid."""
+reproduce exactly on CPU. Adam is torch's single-tensor implementation (foreach=False, fused=False),
+whose arithmetic the bank's vectorised Adam repeats. Test-only: production code trains through the grid."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from marble_eval.probes.core import (
     epoch_batches,
     init_head,
     init_state_logits,
-    item_probabilities,
+    item_outputs,
     mix_states,
     probe_loss,
     stream,
@@ -34,7 +35,7 @@ from marble_eval.probes.evaluation import monitor_score, split_metrics
 from marble_eval.probes.lightning_utils import make_trainer, quiet_fit
 from marble_eval.probes.recipe import ProbeRecipe
 
-MONITOR = "valid_roc_auc"
+MONITOR = "valid_monitor"  # the task type's monitored metric (TaskType.monitor)
 
 
 class WindowBatches(Dataset):
@@ -115,7 +116,7 @@ class Probe(nn.Module):
 
 class ProbeModule(L.LightningModule):
     """One (lr, layer, seed) probe trained on in-memory features with the recipe's optimiser,
-    ReduceLROnPlateau on validation macro ROC-AUC (window logits averaged per item)."""
+    ReduceLROnPlateau on the task's validation monitor (window logits averaged per item)."""
 
     def __init__(self, recipe: ProbeRecipe, splits: dict[str, SplitTensors], task: str, lr: float, layer: Layer, seed: int) -> None:
         super().__init__()
@@ -149,11 +150,12 @@ class ProbeModule(L.LightningModule):
         valid = self.splits["valid"]
         logits = torch.cat(self._valid_logits)
         self._valid_logits.clear()
-        probs = item_probabilities(logits, valid.item_of_window, valid.windows_per_item, self.task)
+        probs = item_outputs(logits, valid.item_of_window, valid.windows_per_item, self.task)
         self.log(MONITOR, monitor_score(valid.labels, probs, self.recipe.empty_tags, self.task))
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.recipe.weight_decay, fused=True)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.recipe.weight_decay,
+                                     foreach=False, fused=False)
         schedule = self.recipe.lr_schedule
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=schedule.factor, patience=schedule.patience, threshold=schedule.threshold
@@ -184,14 +186,15 @@ class KeepWeights(L.Callback):
 
 
 def evaluate_probe(probe: nn.Module, split: SplitTensors, task: str, tags: list[str] | None,
-                   empty_tags: str = "exclude") -> dict[str, Any]:
-    """Full metrics of one probe on one split (eval mode, windows in EVAL_ROWS chunks)."""
+                   empty_tags: str = "exclude", aggregation: str = "mean_logit") -> dict[str, Any]:
+    """Full metrics of one probe on one split (eval mode, windows in EVAL_ROWS chunks), its item
+    outputs aggregated from the window logits as ``aggregation`` says."""
     probe.eval()
     with torch.no_grad():
         logits = torch.cat([
             probe(split.features[start : start + EVAL_ROWS].float()) for start in range(0, split.n_windows, EVAL_ROWS)
         ])
-    probs = item_probabilities(logits, split.item_of_window, split.windows_per_item, task)
+    probs = item_outputs(logits, split.item_of_window, split.windows_per_item, task, aggregation)
     return split_metrics(split.labels, probs, task, tags, empty_tags)
 
 
@@ -205,9 +208,12 @@ def train_probe(
     tags: list[str] | None = None,
     max_epochs: int | None = None,
     threads: int | None = None,
+    aggregations: tuple[str, ...] = ("mean_logit",),
 ) -> dict[str, Any]:
     """Train one probe with lightning.Trainer; return its config, epochs, best epoch, valid/test metrics.
-    ``threads``: torch intra-op threads while training (None: torch's current setting)."""
+    ``threads``: torch intra-op threads while training (None: torch's current setting). With several
+    ``aggregations`` (window aggregations, key task), ``by_aggregation`` holds the valid/test metrics
+    of each."""
     splits = check_data(data, task)
     module = ProbeModule(recipe, splits, task, lr, layer, seed)
     keep = KeepWeights(recipe.restore_best)
@@ -217,7 +223,10 @@ def train_probe(
     if keep.state is not None:
         module.probe.load_state_dict(keep.state)
     scored = keep.state is not None  # None: no epoch had a finite validation score
+    by_aggregation = {how: {name: evaluate_probe(module.probe, splits[name], task, tags, recipe.empty_tags, how)
+                            for name in ("valid", "test")} for how in aggregations[1:]} if scored else {}
     return {
+        **({"by_aggregation": by_aggregation} if by_aggregation else {}),
         "lr": lr,
         "layer": layer,
         "seed": seed,

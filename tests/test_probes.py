@@ -15,7 +15,7 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics import compute_metrics
 from marble_eval.probes import GridResult, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig, head_logits
-from marble_eval.probes.core import HeadShape, item_probabilities
+from marble_eval.probes.core import HeadShape, item_outputs
 from marble_eval.probes.data import check_data
 from marble_eval.probes.evaluation import monitor_scores, split_metrics
 from marble_eval.probes.recipe import EarlyStopping, PlateauSchedule, ProbeRecipe
@@ -23,8 +23,10 @@ from marble_eval.probes.selection import select_index, summarise
 from marble_eval.probes.synthetic import synthetic_splits
 from reference_trainer import Probe, evaluate_probe, train_probe
 
-# Batched and one-at-a-time training run the same kernels on the same shapes in the same order, so
-# on CPU they agree bit for bit; the tolerance only allows for printing/round-trip noise.
+# Batched and one-at-a-time training run the same arithmetic (vectorised Adam = torch's single-tensor
+# Adam; BCE and sigmoid on ALIGN-padded rows); only their matmuls differ (bmm vs mm), which can move a
+# weight's last float32 bit for some shapes (docs/probes.md). Epochs and the rank/count metrics
+# compared here came out identical; the tolerance only allows for printing/round-trip noise.
 TOL = 1e-9
 TAGS = ["a", "b", "c", "d", "e"]
 
@@ -73,7 +75,7 @@ def test_recipes_hold_the_marble_recipe() -> None:
         assert (recipe.optimizer, recipe.weight_decay, recipe.batch_size, recipe.max_epochs) == ("adam", 0.0, 64, 100)
         assert (recipe.lr_schedule.factor, recipe.lr_schedule.patience) == (0.5, 3)
         assert recipe.early_stopping.patience == 10
-        assert recipe.monitor == "valid_roc_auc" and recipe.restore_best
+        assert recipe.monitor == "task" and recipe.restore_best
         assert recipe.protocol() == {"batch_unit": "item", "weighted_init": "randn", "selection": "roc_auc",
                                      "selection_scope": "per_seed", "empty_tags": "zero"}
 
@@ -153,17 +155,17 @@ def test_bank_stacks_one_head_per_probe(data) -> None:
     assert bank.data["w1"].shape == (3, 16, 24) and bank.data["w2"].shape == (3, 24, 5)
     assert head_logits(bank.data, torch.randn(3, 9, 16)).shape == (3, 9, 5)
     assert [c.layer for c in bank.configs] == [1, "weighted", 3]  # by seed, single states first
-    # each probe has its own stock Adam, over its own rows of the stacked tensors
-    assert all(isinstance(o, torch.optim.Adam) and o.defaults["fused"] for o in bank.probe_optimizers)
-    assert [len(o.param_groups[0]["params"]) for o in bank.probe_optimizers] == [4, 5, 4]
+    # one vectorised Adam: moments shaped like the stacked rows, one learning rate per probe (by position)
+    assert {name: m.shape for name, m in bank.exp_avg.items()} == {name: t.shape for name, t in bank.data.items()}
+    assert bank.lr.tolist() == [1e-3, 1e-3, 1e-2]
 
 
 def test_window_logits_are_averaged_per_item_before_the_sigmoid() -> None:
     logits = torch.tensor([[3.0], [-1.0], [0.5]])
-    probs = item_probabilities(logits, torch.tensor([0, 0, 1]), torch.tensor([2.0, 1.0]), "multilabel")
+    probs = item_outputs(logits, torch.tensor([0, 0, 1]), torch.tensor([2.0, 1.0]), "multilabel")
     assert probs[0, 0].item() == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item())
     assert probs[0, 0].item() != pytest.approx((torch.sigmoid(torch.tensor(3.0)) + torch.sigmoid(torch.tensor(-1.0))).item() / 2)
-    softmax = item_probabilities(torch.tensor([[2.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 0]), torch.tensor([2.0]), "multiclass")
+    softmax = item_outputs(torch.tensor([[2.0, 0.0], [0.0, 0.0]]), torch.tensor([0, 0]), torch.tensor([2.0]), "multiclass")
     assert softmax[0].tolist() == pytest.approx(torch.softmax(torch.tensor([1.0, 0.0]), 0).tolist())
 
 
@@ -266,7 +268,7 @@ def test_grid_spec_constructors_and_checks() -> None:
     assert marble.lrs == [5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2]
     assert marble.layers == [*range(13), "weighted"] and marble.seeds == [0, 1, 2, 3, 4]
     assert len(marble.configs()) == 6 * 14 * 5
-    assert GridSpec.quick([7]).configs() == [ProbeConfig(1e-3, "weighted", 7)]
+    assert GridSpec.quick([7]).configs() == [ProbeConfig(lr, "weighted", 7) for lr in (1e-3, 5e-3, 1e-2)]
     with pytest.raises(MarbleEvalError, match="hidden state 0..12"):
         GridSpec([1e-3], [13], [0]).check(13)
     with pytest.raises(MarbleEvalError, match="repeats"):

@@ -40,12 +40,14 @@ def features_digest_of(data: dict[str, SplitData]) -> str:
 
 
 def grid_digest(features_digest: str | None, data: dict[str, SplitData], recipe: dict[str, Any], grid: dict[str, Any],
-                task: str, tags: list[str], max_epochs: int) -> str:
+                task: str, tags: list[str], max_epochs: int, device_type: str = "cpu") -> str:
     """The digest of everything a grid's result depends on (``features_digest`` given by the caller,
-    else the features' bytes); the torch version is included, as other builds may round differently."""
+    else the features' bytes); the torch version is included, as other builds may round differently,
+    and so is the device type when it is not the CPU (GPU kernels round differently too)."""
     return sha256_json({
         "format": FORMAT, "features": features_digest or features_digest_of(data), "recipe": recipe, "grid": grid,
         "task": task, "tags": tags, "max_epochs": max_epochs, "torch": torch.__version__,
+        **({"device": device_type} if device_type != "cpu" else {}),
     })
 
 

@@ -10,6 +10,7 @@ weights and see the same batches whatever their learning rate or layer (common r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,15 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from marble_eval.probes.data import SplitTensors
+from marble_eval.tasks import task_type
 
 STREAMS = ("init", "shuffle", "dropout", "mixture")
 EVAL_ROWS = 256  # windows per forward pass at evaluation (same in both trainers: same matmul shapes)
+# Elementwise kernels with transcendental functions (sigmoid, exp, log1p) round differently in their
+# SIMD and scalar-tail paths on CPU. Each probe's values are laid out in a row padded to a multiple
+# of ALIGN elements, so that every value goes through the same path whether one probe or many are
+# stacked: the batched trainer equals the one-probe trainer bit for bit (tests/test_probes.py).
+ALIGN = 64
 Layer = int | str  # a hidden-state index, or "weighted"
 WEIGHTED = "weighted"
 
 
 def stream(seed: int, name: str) -> torch.Generator:
-    """The CPU generator of one random stream of a probe seed."""
+    """The CPU generator of one random stream of a probe seed. On every device the draws are made on
+    the CPU (and the few that training needs per step copied to the device), so a probe sees the same
+    random numbers on CPU and GPU."""
     state = np.random.SeedSequence([int(seed), STREAMS.index(name)]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
@@ -81,9 +90,10 @@ def epoch_batches(gen: torch.Generator, split: SplitTensors, batch_unit: str, ba
     return batches
 
 
-def dropout_mask(gen: torch.Generator, shape: tuple[int, ...], p: float) -> torch.Tensor:
-    """Inverted-dropout mask (0 or 1/(1-p)) drawn from a probe's ``dropout`` stream."""
-    return torch.empty(shape).bernoulli_(1.0 - p, generator=gen).div_(1.0 - p)
+def dropout_mask(gen: torch.Generator, shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Inverted-dropout mask (0 or 1/(1-p)) drawn (on the CPU) from a probe's ``dropout`` stream, on ``device``."""
+    mask = torch.empty(shape).bernoulli_(1.0 - p, generator=gen).div_(1.0 - p)
+    return mask if torch.device(device).type == "cpu" else mask.to(device, non_blocking=True)
 
 
 def mix_states(logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -97,22 +107,64 @@ def mix_states(logits: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     return mixed.reshape(*states.shape[:-3], batch, dim)
 
 
+def aligned(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, dims: int = 2) -> torch.Tensor:
+    """``fn`` (elementwise) of ``tensors`` [..., *last ``dims`` dims], computed on rows padded to a
+    multiple of ALIGN so that each probe's values do not depend on how many are stacked (see ALIGN)."""
+    shape = tensors[0].shape
+    lead, n = shape[: len(shape) - dims], math.prod(shape[len(shape) - dims :])
+    width = -(-n // ALIGN) * ALIGN
+    rows = [F.pad(t.reshape(*lead, n), (0, width - n)) for t in tensors]
+    return fn(*rows)[..., :n].reshape(shape)
+
+
 def probe_loss(logits: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
-    """Mean loss over a batch, per probe: logits/targets [..., B, T] -> [...].
-    BCE-with-logits (no class weights) for multilabel, cross-entropy for multiclass (one-hot targets)."""
-    if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=(-2, -1))
+    """Mean loss over a batch, per probe: logits/targets [..., B, T] -> [...], as the task type says
+    (``TaskType.loss``): BCE-with-logits (no class weights) on 0/1 tags, cross-entropy on one-hot
+    rows, or MSE on (z-scored) targets. Vectorised over the leading (probe) dimensions."""
+    loss = task_type(task).loss
+    if loss == "bce":
+        return aligned(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"), logits, targets).mean(dim=(-2, -1))
+    if loss == "mse":
+        return (logits - targets).square().mean(dim=(-2, -1))
     flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1, targets.shape[-1]).argmax(-1), reduction="none")
     return flat.reshape(logits.shape[:-1]).mean(dim=-1)
 
 
-def item_probabilities(window_logits: torch.Tensor, item_of_window: torch.Tensor, windows_per_item: torch.Tensor, task: str) -> torch.Tensor:
-    """Average window logits per item, then sigmoid (softmax for multiclass), in float64.
-    window_logits [..., n_windows, T] -> [..., n_items, T]."""
+def activate(values: torch.Tensor, task: str) -> torch.Tensor:
+    """The task's output activation (``TaskType.activation``) over the last dimension."""
+    activation = task_type(task).activation
+    if activation == "sigmoid":
+        return aligned(torch.sigmoid, values)
+    return torch.softmax(values, dim=-1) if activation == "softmax" else values
+
+
+def item_outputs(window_logits: torch.Tensor, item_of_window: torch.Tensor, windows_per_item: torch.Tensor,
+                 task: str, aggregation: str = "mean_logit") -> torch.Tensor:
+    """An item's output from its windows' logits, in float64: window_logits [..., n_windows, T] ->
+    [..., n_items, T]. ``mean_logit`` (the default, MARBLE's rule): mean of the window logits, then the
+    task's activation. The key task's clip ensembles (MARBLE v1 GS ``predict_result_ensemble``; an
+    item's arg-max is its prediction): ``mean_softmax`` the mean of the windows' softmax;
+    ``max_logit`` softmax of each class's largest window logit; ``vote`` each class's share of the
+    windows' arg-max votes (ties between classes: the lowest class index wins, as scipy's mode)."""
     shape = (*window_logits.shape[:-2], windows_per_item.shape[0], window_logits.shape[-1])
-    sums = torch.zeros(shape, dtype=window_logits.dtype).index_add_(-2, item_of_window, window_logits)
-    mean = (sums / windows_per_item[:, None]).double()
-    return torch.sigmoid(mean) if task == "multilabel" else torch.softmax(mean, dim=-1)
+    counts = windows_per_item.to(window_logits.device)[:, None]
+    index = item_of_window.to(window_logits.device)
+    if aggregation == "mean_logit":
+        sums = torch.zeros(shape, dtype=window_logits.dtype, device=window_logits.device).index_add_(-2, index, window_logits)
+        return activate((sums / counts).double(), task)
+    logits = window_logits.double()
+    if aggregation == "max_logit":
+        lowest = torch.full(shape, -math.inf, dtype=torch.float64, device=logits.device)
+        expanded = index.view(*([1] * (logits.dim() - 2)), -1, 1).expand_as(logits)
+        return torch.softmax(lowest.scatter_reduce(-2, expanded, logits, "amax"), dim=-1)
+    if aggregation == "mean_softmax":
+        per_window = torch.softmax(logits, dim=-1)
+    elif aggregation == "vote":
+        per_window = F.one_hot(logits.argmax(-1), logits.shape[-1]).double()
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+    sums = torch.zeros(shape, dtype=torch.float64, device=logits.device).index_add_(-2, index, per_window)
+    return sums / counts.double()
 
 
 def monitor_value(score: float) -> float:

@@ -8,14 +8,15 @@ import numpy as np
 import torch
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.tasks import SPLITS, TASKS
+from marble_eval.tasks import SPLITS, task_type
 
 
 @dataclass
 class SplitData:
     """One split. ``features`` [n_windows, L, D] float16/float32 (L hidden states of one window),
-    ``item_of_window`` [n_windows] int64 in 0..n_items-1, ``labels`` [n_items, T] float32 0/1
-    (one-hot rows for multiclass tasks)."""
+    ``item_of_window`` [n_windows] int64 in 0..n_items-1, ``labels`` [n_items, T] float32 as the task's
+    label kind says (``TaskType.labels``): 0/1 tags (multi_hot), one-hot class rows (one_hot:
+    multiclass, key) or finite targets already z-scored by the caller (targets: regression)."""
 
     features: np.ndarray
     item_of_window: np.ndarray
@@ -35,6 +36,12 @@ class SplitTensors:
     labels: torch.Tensor  # [n_items, T] float32
     windows_per_item: torch.Tensor  # [n_items] float32 (>= 1)
 
+    def to(self, device: torch.device | str) -> "SplitTensors":
+        """This split with every tensor on ``device`` (features copied once, in their storage dtype)."""
+        if torch.device(device).type == "cpu":
+            return self
+        return SplitTensors(*(t.to(device) for t in (self.features, self.item_of_window, self.labels, self.windows_per_item)))
+
     @property
     def n_items(self) -> int:
         return int(self.labels.shape[0])
@@ -42,6 +49,19 @@ class SplitTensors:
     @property
     def n_windows(self) -> int:
         return int(self.features.shape[0])
+
+
+def _check_labels(where: str, labels: np.ndarray, task: str) -> None:
+    """One-line errors for label rows that do not match the task's label kind."""
+    kind = task_type(task).labels
+    if kind == "targets":
+        if not np.isfinite(labels).all():
+            raise MarbleEvalError(f"{where}: regression targets must be finite numbers (item {int(np.argmin(np.isfinite(labels).all(1)))} is not)")
+        return
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise MarbleEvalError(f"{where}: labels must hold only 0 and 1")
+    if kind == "one_hot" and not (labels.sum(1) == 1).all():
+        raise MarbleEvalError(f"{where}: {task} labels must be one-hot rows (exactly one 1 per item)")
 
 
 def _check_split(name: str, split: SplitData, task: str) -> SplitTensors:
@@ -61,10 +81,7 @@ def _check_split(name: str, split: SplitData, task: str) -> SplitTensors:
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.float32 or labels.shape[0] == 0:
         raise MarbleEvalError(f"{where}: labels must be a non-empty [n_items, T] float32 array, got {labels.shape} {labels.dtype}")
-    if not np.isin(labels, (0.0, 1.0)).all():
-        raise MarbleEvalError(f"{where}: labels must hold only 0 and 1")
-    if task == "multiclass" and not (labels.sum(1) == 1).all():
-        raise MarbleEvalError(f"{where}: multiclass labels must be one-hot rows (exactly one 1 per item)")
+    _check_labels(where, labels, task)
     n_items = labels.shape[0]
     if items.size and (items.min() < 0 or items.max() >= n_items):
         raise MarbleEvalError(f"{where}: item_of_window must lie in 0..{n_items - 1}")
@@ -84,8 +101,7 @@ def _check_split(name: str, split: SplitData, task: str) -> SplitTensors:
 
 def check_data(data: dict[str, SplitData], task: str) -> dict[str, SplitTensors]:
     """Validate train/valid/test against the contract and each other; one-line errors naming the fix."""
-    if task not in TASKS:
-        raise MarbleEvalError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    kind = task_type(task)  # a one-line error for an unknown task
     missing = [name for name in SPLITS if name not in data]
     if missing:
         raise MarbleEvalError(f"probe data lacks split(s) {', '.join(missing)}; pass train, valid and test")
@@ -93,7 +109,7 @@ def check_data(data: dict[str, SplitData], task: str) -> dict[str, SplitTensors]
     shapes = {name: (tuple(s.features.shape[1:]), s.labels.shape[1]) for name, s in checked.items()}
     if len(set(shapes.values())) != 1:
         raise MarbleEvalError(f"probe data: splits disagree on (L, D) and label count: {shapes}")
-    for name in ("valid", "test"):
+    for name in ("valid", "test") if kind.labels == "multi_hot" else ():
         labels = checked[name].labels
         positives = labels.sum(0)
         if not bool(((positives > 0) & (positives < labels.shape[0])).any()):

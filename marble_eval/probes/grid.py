@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import RootModel
 
 from marble_eval.errors import MarbleEvalError
@@ -17,14 +18,20 @@ from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.checkpoint import GridCheckpoint, grid_digest
 from marble_eval.probes.core import EVAL_ROWS, WEIGHTED, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
+from marble_eval.probes.device import probe_device
 from marble_eval.probes.evaluation import split_metrics
-from marble_eval.probes.lightning_utils import make_trainer, quiet_fit
+from marble_eval.probes.lightning_utils import deterministic_on, make_trainer, quiet_fit
 from marble_eval.probes.progress import ProbeProgress
 from marble_eval.probes.recipe import ProbeRecipe
-from marble_eval.probes.selection import scalar_metrics, select_index, summarise
+from marble_eval.probes.selection import scalar_metrics, select_index, selection_score, summarise
 from marble_eval.progress import progress_bar
+from marble_eval.tasks import task_type
 
 MARBLE_LRS = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+# The quick grid's learning rates: MARBLE's three largest. With item batches a small dataset gives a
+# few optimiser steps per epoch, and early stopping (patience 10 epochs) ends a probe at lr 1e-3
+# before it has trained (issue #20: ROC-AUC 55 on 150 real files); lr 5e-3 and 1e-2 train in those steps.
+QUICK_LRS = (1e-3, 5e-3, 1e-2)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)  # CultureMERT reports the mean over five seeds
 MEMORY_BUDGET = 2 * 1024**3  # bytes of probe state per chunk when chunk_size is not given
 
@@ -44,8 +51,8 @@ class GridSpec:
 
     @classmethod
     def quick(cls, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS) -> "GridSpec":
-        """One configuration per seed: lr 1e-3 on the weighted sum of hidden states."""
-        return cls([1e-3], [WEIGHTED], list(seeds))
+        """The weighted sum of hidden states at QUICK_LRS (three probes per seed, trained together)."""
+        return cls(list(QUICK_LRS), [WEIGHTED], list(seeds))
 
     def configs(self) -> list[ProbeConfig]:
         """Every configuration in grid order: seed, then layer, then lr (the order ties fall back on)."""
@@ -71,8 +78,10 @@ class GridResult:
     """Every configuration's metrics, each seed's selected configuration and the summary over seeds.
 
     ``configs``: {lr, layer, seed, epochs, best_epoch, valid, test} with scalar metrics (None for a
-    probe that diverged), every trained configuration in grid order. ``selected``: per seed {seed,
-    index (into configs), lr, layer, valid, test} with the full test metrics (per-tag ROC-AUC/AP,
+    probe that diverged), every trained configuration in grid order; a task with several window
+    aggregations (key) adds ``aggregation``, the one chosen on validation for that configuration.
+    ``selected``: per seed {seed, index (into configs), lr, layer, valid, test} (plus ``aggregation``
+    where configs have it) with the full test metrics (per-tag ROC-AUC/AP,
     excluded/zeroed tags). ``summary``: {metric: {mean, std, n}} over seeds of the selected test
     metrics. ``excluded_tags`` / ``zeroed_tags``: tags left out of / scored 0 in the test split's
     macro averages (no positive, or no negative, test item). ``protocol``: the recipe's resolved open
@@ -91,7 +100,8 @@ class GridResult:
     zeroed_tags: list[Any] = field(default_factory=list)
     protocol: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
-    # Per seed (grid.seeds order): test item probabilities [n_test, T] of the selected probe.
+    # Per seed (grid.seeds order): test item outputs [n_test, T] of the selected probe (probabilities;
+    # regression: predictions in the z-scored units the probe was trained on).
     # Kept out of the JSON (it can be large); results.write_predictions stores it beside it.
     test_probabilities: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
@@ -116,27 +126,53 @@ def auto_chunk_size(recipe: ProbeRecipe, n_states: int, dim: int, n_labels: int)
     return max(1, MEMORY_BUDGET // (4 * (5 * params + activations)))
 
 
+def _choose_aggregation(outputs: dict[str, torch.Tensor], labels: torch.Tensor, task: str, tags: list[str],
+                        recipe: ProbeRecipe) -> tuple[str, dict[str, Any] | None]:
+    """The window aggregation with the best validation selection score of one probe (ties: the higher
+    tie-break metric, then the task's order, which puts the training rule first), and its metrics."""
+    kind = task_type(task)
+    score, tie = kind.selection_for(recipe.selection), kind.tie_break
+    best: tuple[tuple[float, float, int], str, dict[str, Any] | None] | None = None
+    for order, how in enumerate(kind.aggregations):
+        metrics = split_metrics(labels, outputs[how], task, tags, recipe.empty_tags)
+        key = (-selection_score(metrics, score), -(metrics[tie] if tie else 0.0), order) if metrics else (np.inf, np.inf, order)
+        if best is None or key < best[0]:
+            best = (key, how, metrics)
+    assert best is not None
+    return best[1], best[2]
+
+
 def _train_chunk(
     configs: list[ProbeConfig], splits: dict[str, SplitTensors], recipe: ProbeRecipe, task: str,
     tags: list[str], max_epochs: int, callback: ProbeProgress, timing: dict[str, float],
 ) -> list[dict[str, Any]]:
-    """Train one chunk of configurations as one ProbeBank; their results (with test probabilities)."""
+    """Train one chunk of configurations as one ProbeBank; their results (with test outputs)."""
     started = time.perf_counter()
-    bank = ProbeBank(recipe, splits, task, configs)
-    with quiet_fit():
-        make_trainer(max_epochs, [callback], validate=False).fit(bank)
+    device = splits["train"].features.device
+    bank = ProbeBank(recipe, splits, task, configs, device)
+    with quiet_fit(deterministic_on(device)):
+        make_trainer(max_epochs, [callback], validate=False, device=device).fit(bank)
     trained = time.perf_counter()
     timing["train_seconds"] += trained - started
     records = bank.training_record()
-    probs = {name: bank.final_probabilities(splits[name]) for name in ("valid", "test")}
+    aggregations = task_type(task).aggregations
+    outputs = {name: bank.final_outputs(splits[name], aggregations) for name in ("valid", "test")}
+    labels = {name: splits[name].labels.cpu() for name in outputs}
     results = []
     for index, config in enumerate(configs):
-        metrics = {name: split_metrics(splits[name].labels, probs[name][index], task, tags, recipe.empty_tags)
-                   for name in probs}
+        chosen = {}
+        if len(aggregations) > 1:  # choose the clip ensemble on validation (MARBLE v1 GS)
+            how, valid = _choose_aggregation({a: o[index] for a, o in outputs["valid"].items()}, labels["valid"], task, tags, recipe)
+            chosen = {"aggregation": how}
+        else:
+            how = aggregations[0]
+            valid = split_metrics(labels["valid"], outputs["valid"][how][index], task, tags, recipe.empty_tags)
+        test_outputs = outputs["test"][how][index]
+        metrics = {"valid": valid, "test": split_metrics(labels["test"], test_outputs, task, tags, recipe.empty_tags)}
         if recipe.restore_best and records[index]["best_epoch"] == 0:  # never had a finite score
-            metrics = {name: None for name in probs}
-        results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **records[index], **metrics,
-                        "_test_probs": probs["test"][index].numpy().astype(np.float32)})
+            metrics = {name: None for name in metrics}
+        results.append({"lr": config.lr, "layer": config.layer, "seed": config.seed, **chosen, **records[index], **metrics,
+                        "_test_probs": test_outputs.numpy().astype(np.float32)})
     timing["eval_seconds"] += time.perf_counter() - trained
     return results
 
@@ -193,6 +229,22 @@ class _Trainer:
         return [results[index] for index in range(len(configs))]
 
 
+def untrained_warnings(selected: list[dict[str, Any]], results: list[dict[str, Any]], train: SplitTensors,
+                       recipe: ProbeRecipe) -> list[str]:
+    """One line per seed whose selected probe never improved on validation after its first epoch
+    (it has not trained: too few optimiser steps for its learning rate before early stopping)."""
+    units = train.n_items if recipe.batch_unit == "item" else train.n_windows
+    steps = -(-units // recipe.batch_size)
+    lines = []
+    for chosen in selected:
+        record = results[chosen["index"]]
+        if record["valid"] is not None and record["best_epoch"] <= 1 < record["epochs"]:
+            lines.append(f"seed {chosen['seed']}: the selected probe (lr {chosen['lr']:g}, layer {chosen['layer']}) never "
+                         f"improved after its first epoch ({steps} optimiser steps per epoch with {recipe.batch_unit} "
+                         f"batches): it has not trained; run --grid marble, or --batch-unit window")
+    return lines
+
+
 def run_grid(
     data: dict[str, SplitData],
     recipe: ProbeRecipe,
@@ -205,6 +257,7 @@ def run_grid(
     threads: int | None = None,
     checkpoint_dir: Path | None = None,
     features_digest: str | None = None,
+    device: str | torch.device | None = None,
 ) -> GridResult:
     """Train every configuration of ``grid`` batched (``chunk_size`` probes at a time; results do not
     depend on it), select on validation as the recipe says (``selection``, ``selection_scope``), and
@@ -213,9 +266,16 @@ def run_grid(
     ``checkpoint_dir``: completed chunks are saved there (atomically) under a digest of everything
     the result depends on (``features_digest``, recipe, grid, task, tags, epochs; without a
     ``features_digest`` the features' bytes are hashed), and a rerun with the same inputs trains only
-    what is missing; its result equals an uninterrupted run's."""
+    what is missing; its result equals an uninterrupted run's.
+
+    ``device``: where the probes train (cpu, cuda, cuda:N); None: ``cuda`` when torch sees a GPU, else
+    ``cpu`` (probes.device.default_device). The features go there once. CPU is the reference: on CUDA
+    results agree with it within the tolerances of docs/probes.md, not bit for bit."""
     started = time.perf_counter()
-    splits = check_data(data, task)
+    if max_epochs is not None and max_epochs < 1:
+        raise MarbleEvalError(f"max_epochs {max_epochs}: probes must train at least one epoch; use --max-epochs 1 or more")
+    where = probe_device(device)
+    splits = {name: split.to(where) for name, split in check_data(data, task).items()}
     n_states, dim = (int(n) for n in splits["train"].features.shape[1:])
     n_labels = int(splits["train"].labels.shape[1])
     if len(tags) != n_labels:
@@ -226,7 +286,7 @@ def run_grid(
     recipe_dict = RootModel[ProbeRecipe](recipe).model_dump()
     checkpoint = None
     if checkpoint_dir is not None:
-        digest = grid_digest(features_digest, data, recipe_dict, asdict(grid), task, list(tags), epochs)
+        digest = grid_digest(features_digest, data, recipe_dict, asdict(grid), task, list(tags), epochs, where.type)
         checkpoint = GridCheckpoint(Path(checkpoint_dir), digest)
     with progress_bar(progress) as bar, torch_threads(threads):
         once = recipe.selection_scope == "once" and len(grid.seeds) > 1
@@ -244,13 +304,18 @@ def run_grid(
         chosen = results[index]
         selected.append({
             "seed": seed, "index": index, "lr": chosen["lr"], "layer": chosen["layer"],
+            **({"aggregation": chosen["aggregation"]} if "aggregation" in chosen else {}),
             "valid": scalar_metrics(chosen["valid"]), "test": chosen["test"],
         })
         test_probabilities.append(chosen["_test_probs"])
+    warnings = untrained_warnings(selected, results, splits["train"], recipe)
     configs_out = [{**{k: v for k, v in r.items() if k != "_test_probs"}, "valid": scalar_metrics(r["valid"]),
                     "test": scalar_metrics(r["test"])} for r in results]
     first_test = selected[0]["test"] or {}
-    rule = {"roc_auc": "valid roc_auc", "roc_auc_ap_mean": "mean of valid roc_auc and map"}[recipe.selection]
+    kind = task_type(task)
+    score = kind.selection_for(recipe.selection)
+    rule = "mean of valid roc_auc and map" if score == "roc_auc_ap_mean" else f"valid {score}"
+    tie = f"then valid {kind.tie_break}, " if kind.tie_break else ""
     return GridResult(
         task=task,
         tags=list(tags),
@@ -265,6 +330,8 @@ def run_grid(
         zeroed_tags=list(first_test.get("zeroed_tags", [])),
         protocol=recipe.protocol(),
         test_probabilities=test_probabilities,
-        meta={"chunk_size": size, "selection": f"max {rule}, then valid map, then grid order ({recipe.selection_scope})",
-              "resumed_configs": trainer.resumed, **trainer.timing},
+        meta={"chunk_size": size, "selection": f"max {rule}, {tie}then grid order ({recipe.selection_scope})",
+              "monitor": f"valid {kind.monitor}", "device": str(where), "resumed_configs": trainer.resumed,
+              "warnings": warnings,
+              **trainer.timing},
     )

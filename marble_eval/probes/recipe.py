@@ -32,6 +32,9 @@ class EarlyStopping:
 @dataclass(config=STRICT)
 class ProbeRecipe:
     """How one probe is trained (PROTOCOL 3). ``head`` mlp: Linear-ReLU-Dropout-Linear; linear: Linear.
+    ``monitor``: ``task``, the only value: early stopping, the LR schedule and the best-weights
+    snapshot watch the task type's validation metric (``TaskType.monitor``: multilabel roc_auc,
+    multiclass accuracy, regression r2, key key_score), as MARBLE v1 does per task.
 
     The protocol's open choices, MARBLE v1's value first (the default):
     - ``batch_unit``: ``item`` = each batch holds ``batch_size`` items with all their windows stacked
@@ -39,9 +42,10 @@ class ProbeRecipe:
       ``batch_size`` windows, each window a sample.
     - ``weighted_init``: the weighted sum's initial layer logits: ``randn`` (v1's torch.randn layer
       weights, drawn per probe seed) or ``uniform`` (zeros: equal weights).
-    - ``selection``: the validation score that picks a seed's configuration: ``roc_auc`` (v1's
-      monitor, also what early stopping and the LR schedule watch) or ``roc_auc_ap_mean`` (the mean
-      of ROC-AUC and AP, as the MARBLE paper ranks tagging results). Ties: higher AP, then grid order.
+    - ``selection``: the validation score that picks a seed's configuration of a tagging task:
+      ``roc_auc`` (v1's MONITOR) or ``roc_auc_ap_mean`` (the mean of ROC-AUC and AP, as the MARBLE
+      paper ranks tagging results). Ties: higher AP, then grid order. Other task types select on
+      their own metric (``TaskType.selection``: accuracy, r2, key_score).
     - ``selection_scope``: ``per_seed`` = each seed picks its own configuration on validation;
       ``once`` = seed 0 (the first seed) picks, then only that configuration is trained for the other
       seeds. v1 ran one seed, where both are the same; per_seed is the default.
@@ -60,7 +64,7 @@ class ProbeRecipe:
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=64, ge=1)
     max_epochs: int = Field(default=100, ge=1)
-    monitor: Literal["valid_roc_auc"] = "valid_roc_auc"
+    monitor: Literal["task"] = "task"
     lr_schedule: PlateauSchedule = Field(default_factory=PlateauSchedule)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     restore_best: bool = True

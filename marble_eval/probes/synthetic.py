@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from marble_eval.probes.data import SplitData
+from marble_eval.tasks import task_type
 
 
 def synthetic_splits(
@@ -17,7 +18,9 @@ def synthetic_splits(
     seed: int = 0,
     dtype: type = np.float32,
 ) -> dict[str, SplitData]:
-    """Items with a latent vector; tags are thresholded linear read-outs of it (multiclass: arg-max).
+    """Items with a latent vector; labels are linear read-outs of it, as the task's label kind says:
+    thresholded (multilabel tags), arg-max one-hot rows (multiclass, key: ``n_tags`` classes) or the
+    read-outs z-scored (regression targets).
     Hidden state k holds the latent with noise that shrinks with k, so deeper states are more useful.
     Each window adds its own noise to its item's features."""
     rng = np.random.default_rng(seed)
@@ -28,8 +31,11 @@ def synthetic_splits(
     for name, n_items in zip(("train", "valid", "test"), sizes):
         latent = rng.standard_normal((n_items, dim))
         scores = latent @ read_out
-        if task == "multilabel":
+        kind = task_type(task).labels
+        if kind == "multi_hot":
             labels = (scores > np.quantile(scores, 0.7, axis=0)).astype(np.float32)
+        elif kind == "targets":
+            labels = ((scores - scores.mean(0)) / scores.std(0)).astype(np.float32)
         else:
             labels = np.eye(n_tags, dtype=np.float32)[scores.argmax(1)]
         item_of_window = np.repeat(np.arange(n_items, dtype=np.int64), windows_per_item)
