@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from marble_eval.lightning_utils import torch_threads
-from marble_eval.probes import MARBLE_LRS, GridSpec, SplitData, load_recipe, run_grid
+from marble_eval.probes import MARBLE_LRS, GridOptions, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED
 from marble_eval.probes.data import check_data
@@ -126,7 +126,7 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     emit("probes.cache_items", sum(sizes), f"items ({'/'.join(map(str, sizes))}, {N_STATES}x{DIM} fp16, {N_TAGS} tags)")
 
     start = time.perf_counter()
-    result = run_grid(data, recipe, grid, "multilabel", tags, progress=False, max_epochs=epochs)
+    result = run_grid(data, recipe, grid, "multilabel", tags, GridOptions(progress=False, max_epochs=epochs))
     batched = time.perf_counter() - start
     epochs_run = sum(c["epochs"] for c in result.configs)
     emit("probes.batched_seconds", batched, f"s ({len(configs)} {recipe_name} probes, {epochs} epochs)")
@@ -152,8 +152,7 @@ def _measure(report: Report, scale: float, epochs: int, seeds: tuple[int, ...], 
     chosen = [configs[i] for i in np.linspace(0, len(configs) - 1, sequential_probes).round().astype(int)]
     start = time.perf_counter()
     for config in chosen:  # the grid trainer with one probe: one Lightning fit per probe
-        run_grid(data, recipe, GridSpec([config.lr], [config.layer], [config.seed]), "multilabel", tags,
-                 progress=False, max_epochs=epochs)
+        run_grid(data, recipe, GridSpec([config.lr], [config.layer], [config.seed]), "multilabel", tags, GridOptions(progress=False, max_epochs=epochs))
     per_probe = (time.perf_counter() - start) / len(chosen)
     sequential = per_probe * len(configs)
     note = f"{len(chosen)} of {len(configs)} timed, extrapolated"
@@ -184,10 +183,9 @@ def grid_speedup(device: str, smoke: bool = False, scale: float = 0.25, epochs: 
     seconds = {}
     with torch_threads(threads):
         for name, target in (("cpu", torch.device("cpu")), ("device", where)):
-            run_grid(warm, recipe, GridSpec([1e-3], [WEIGHTED], [0]), "multilabel", tags, progress=False, max_epochs=1,
-                     device=target)
+            run_grid(warm, recipe, GridSpec([1e-3], [WEIGHTED], [0]), "multilabel", tags, GridOptions(progress=False, max_epochs=1, device=target))
             start = time.perf_counter()
-            run_grid(data, recipe, grid, "multilabel", tags, progress=False, max_epochs=epochs, device=target)
+            run_grid(data, recipe, grid, "multilabel", tags, GridOptions(progress=False, max_epochs=epochs, device=target))
             seconds[name] = time.perf_counter() - start
         cpu_threads = torch.get_num_threads()
     name = torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu"

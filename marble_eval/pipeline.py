@@ -23,7 +23,7 @@ from marble_eval.features.extract import ExtractSummary, open_cache
 from marble_eval.files import sha256_json
 from marble_eval.metrics.table import metric_label
 from marble_eval.models.base import AudioEncoder, ModelInfo
-from marble_eval.probes import GridSpec, ProbeRecipe, SplitData, run_grid
+from marble_eval.probes import GridOptions, GridSpec, ProbeRecipe, SplitData, run_grid
 from marble_eval.results.schema import (
     DatasetRecord,
     ExtractionRecord,
@@ -182,12 +182,11 @@ def train_plan(plan: ProbePlan, inputs: ProbeInputs, show_progress: bool = False
     # completed chunks are kept beside the features: a rerun of an interrupted grid trains only the rest
     features_digest = sha256_json([plan.cache.key.digest(), dataset.identity(), inputs.audio_digest,
                                    sorted(inputs.excluded)])
-    options: dict[str, Any] = {} if plan.device is None else {"device": plan.device}
-    trained = run_grid(inputs.data, plan.recipe, plan.grid, task=dataset.task, tags=dataset.vocabulary,
-                       progress=show_progress, max_epochs=plan.max_epochs,
-                       threads=plan.threads if plan.threads is not None else auto_threads(model.dim),
-                       checkpoint_dir=plan.cache.directory / "probe-checkpoints", features_digest=features_digest,
-                       **options)
+    options = GridOptions(progress=show_progress, max_epochs=plan.max_epochs,
+                          threads=plan.threads if plan.threads is not None else auto_threads(model.dim),
+                          checkpoint_dir=plan.cache.directory / "probe-checkpoints", features_digest=features_digest,
+                          device=plan.device)
+    trained = run_grid(inputs.data, plan.recipe, plan.grid, dataset.task, dataset.vocabulary, options)
     grid_result = trained.to_dict()
     finished = time.perf_counter()
     y_true, outputs = inputs.data["test"].labels, list(trained.test_probabilities or [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -17,22 +17,10 @@ from pydantic.dataclasses import dataclass
 from marble_eval.configs import load_config, named_yaml, yaml_names
 from marble_eval.errors import MarbleEvalError
 from marble_eval.paths import protocols_dir
+from marble_eval.probe_choices import PROBE_FIELDS, ProbeChoices, choice_values
 
 DEFAULT_PROTOCOL = "culturemert"
 FROM_DATASET = "dataset"
-# The recipe fields a preset may set (issue #16); every one is recorded in the result's protocol.
-PROBE_FIELDS = ("batch_unit", "weighted_init", "selection", "selection_scope", "empty_tags")
-
-
-@dataclass(config=ConfigDict(extra="forbid"))
-class ProbeChoices:
-    """The probe-protocol choices MARBLE v1 and the CultureMERT cards leave to the harness."""
-
-    batch_unit: Literal["item", "window"] = "item"
-    weighted_init: Literal["randn", "uniform"] = "randn"
-    selection: Literal["roc_auc", "roc_auc_ap_mean"] = "roc_auc_ap_mean"
-    selection_scope: Literal["per_seed", "once"] = "per_seed"
-    empty_tags: Literal["exclude", "zero", "v1"] = "exclude"
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -100,7 +88,7 @@ def resolve_protocol(name: str | Path | Protocol | None = None, **overrides: Any
         if value is None:
             continue
         if key in PROBE_FIELDS:
-            allowed = get_args(get_type_hints(ProbeChoices)[key])
+            allowed = choice_values(key)
             if value not in allowed:
                 raise MarbleEvalError(f"--{key.replace('_', '-')} {value!r}: must be one of {', '.join(allowed)}")
             target = probe

@@ -20,6 +20,7 @@ from marble_eval.errors import MarbleEvalError
 from marble_eval.features.extract import ExtractSettings, validate_settings
 from marble_eval.models.base import AudioEncoder
 from marble_eval.paths import cache_root
+from marble_eval.probe_choices import PROBE_FIELDS
 from marble_eval.probes import GridSpec, ProbeRecipe, load_recipe
 from marble_eval.protocol import FROM_DATASET, Protocol, resolve_protocol
 
@@ -188,8 +189,7 @@ def plan_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *, need_
     """Resolve the protocol, load and check the dataset, and check every setting, once, before any model
     loads or audio is decoded. ``options`` are the public API's keywords (see ``marble_eval.evaluate``)."""
     opts = dict(options)
-    choices = {key: opts.pop(key, None) for key in ("batch_unit", "weighted_init", "selection", "selection_scope",
-                                                      "empty_tags")}
+    choices = {key: opts.pop(key, None) for key in PROBE_FIELDS}
     recipe = opts.pop("recipe", None)
     protocol = resolve_protocol(opts.pop("protocol", None), recipe=None if recipe is None else str(recipe),
                                 grid=opts.pop("grid", None), seeds=seed_list(opts.pop("seeds", None)),

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import multilabel_auroc, multilabel_
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics import compute_metrics, macro_roc_auc
-from marble_eval.probes import GridSpec, SplitData, load_recipe, run_grid
+from marble_eval.probes import GridOptions, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import epoch_batches, init_state_logits, stream
 from marble_eval.probes.data import check_data
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def recipe(**changes) -> ProbeRecipe:
     """A small MLP with short patiences and MARBLE v1's protocol defaults."""
-    base = ProbeRecipe(name="t", version="1", head="mlp", hidden_dim=16, dropout=0.2, batch_size=16,
+    base = ProbeRecipe(name="t", version="1", head="mlp", hidden_dim=16, dropout=0.2, batch_size=16, selection="roc_auc", empty_tags="zero",
                        lr_schedule=PlateauSchedule(factor=0.5, patience=1), early_stopping=EarlyStopping(patience=2))
     return replace(base, **changes)
 
@@ -99,8 +99,7 @@ def test_steps_per_epoch_follow_the_batch_unit(uneven, unit: str) -> None:
 ])
 def test_batched_grid_equals_the_reference_on_uneven_windows(uneven, changes) -> None:
     chosen = recipe(**changes)
-    result = run_grid(uneven, chosen, GridSpec([2e-3, 3e-2], [1, "weighted"], [0, 1]), "multilabel", TAGS,
-                      progress=False, max_epochs=6, chunk_size=3)
+    result = run_grid(uneven, chosen, GridSpec([2e-3, 3e-2], [1, "weighted"], [0, 1]), "multilabel", TAGS, GridOptions(progress=False, max_epochs=6, chunk_size=3))
     assert result.protocol == chosen.protocol()
     for config in result.configs:
         alone = train_probe(uneven, chosen, "multilabel", config["lr"], config["layer"], config["seed"], TAGS, max_epochs=6)
@@ -157,9 +156,8 @@ def test_grid_scores_an_empty_test_tag_as_zero_or_excludes_it(uneven) -> None:
     test = uneven["test"]
     emptied = {**uneven, "test": replace(test, labels=test.labels * np.array([1, 1, 1, 1, 0], dtype=np.float32))}
     linear = recipe(head="linear", hidden_dim=None, dropout=0.0)
-    zero = run_grid(emptied, linear, GridSpec.quick([0]), "multilabel", TAGS, progress=False, max_epochs=2)
-    exclude = run_grid(emptied, replace(linear, empty_tags="exclude"), GridSpec.quick([0]), "multilabel", TAGS,
-                       progress=False, max_epochs=2)
+    zero = run_grid(emptied, linear, GridSpec.quick([0]), "multilabel", TAGS, GridOptions(progress=False, max_epochs=2))
+    exclude = run_grid(emptied, replace(linear, empty_tags="exclude"), GridSpec.quick([0]), "multilabel", TAGS, GridOptions(progress=False, max_epochs=2))
     assert (zero.zeroed_tags, zero.excluded_tags) == (["e"], [])
     assert (exclude.zeroed_tags, exclude.excluded_tags) == ([], ["e"])
     probs = torch.from_numpy(zero.test_probabilities[0]).double()
@@ -184,8 +182,8 @@ def test_selection_criteria_pick_differently() -> None:
 
 def test_selection_scope_once_reruns_seed_zeros_choice(uneven) -> None:
     grid = GridSpec([2e-3, 3e-2], [1, "weighted"], [0, 1, 2])
-    per_seed = run_grid(uneven, recipe(), grid, "multilabel", TAGS, progress=False, max_epochs=4)
-    once = run_grid(uneven, recipe(selection_scope="once"), grid, "multilabel", TAGS, progress=False, max_epochs=4)
+    per_seed = run_grid(uneven, recipe(), grid, "multilabel", TAGS, GridOptions(progress=False, max_epochs=4))
+    once = run_grid(uneven, recipe(selection_scope="once"), grid, "multilabel", TAGS, GridOptions(progress=False, max_epochs=4))
     chosen = per_seed.selected[0]
     assert once.selected[0] == chosen
     assert len(once.configs) == 4 + 2  # seed 0's grid, then its choice for seeds 1 and 2
@@ -200,7 +198,7 @@ def test_selection_scope_once_reruns_seed_zeros_choice(uneven) -> None:
 
 def test_selection_mean_is_recorded_and_used(uneven) -> None:
     grid = GridSpec([2e-3, 3e-2], [1, "weighted"], [0])
-    result = run_grid(uneven, recipe(selection="roc_auc_ap_mean"), grid, "multilabel", TAGS, progress=False, max_epochs=4)
+    result = run_grid(uneven, recipe(selection="roc_auc_ap_mean"), grid, "multilabel", TAGS, GridOptions(progress=False, max_epochs=4))
     best = max(range(len(result.configs)), key=lambda i: (
         (result.configs[i]["valid"]["roc_auc"] + result.configs[i]["valid"]["map"]) / 2, result.configs[i]["valid"]["map"], -i))
     assert result.selected[0]["index"] == best

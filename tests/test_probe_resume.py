@@ -11,13 +11,13 @@ import pytest
 
 import marble_eval.probes.grid as grid_module
 from marble_eval.errors import MarbleEvalError
-from marble_eval.probes import GridResult, GridSpec, run_grid
+from marble_eval.probes import GridOptions, GridResult, GridSpec, run_grid
 from marble_eval.probes.recipe import EarlyStopping, PlateauSchedule, ProbeRecipe
 from marble_eval.probes.synthetic import synthetic_splits
 
 TAGS = ["a", "b", "c", "d", "e"]
 GRID = GridSpec([2e-3, 3e-2], [1, "weighted"], [0, 1])
-RECIPE = ProbeRecipe(name="t", version="1", head="mlp", hidden_dim=16, dropout=0.2, batch_size=16,
+RECIPE = ProbeRecipe(name="t", version="1", head="mlp", hidden_dim=16, dropout=0.2, batch_size=16, selection="roc_auc", empty_tags="zero",
                      lr_schedule=PlateauSchedule(factor=0.5, patience=1), early_stopping=EarlyStopping(patience=2))
 
 
@@ -31,7 +31,8 @@ def data():
 
 def run(data, checkpoint: Path | None, **changes) -> GridResult:
     options = {"max_epochs": 4, "chunk_size": 3, **changes}
-    return run_grid(data, RECIPE, GRID, "multilabel", TAGS, progress=False, checkpoint_dir=checkpoint, **options)
+    return run_grid(data, RECIPE, GRID, "multilabel", TAGS, GridOptions(progress=False, checkpoint_dir=checkpoint,
+                                                                        **options))
 
 
 def comparable(result: GridResult) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.probes import GridSpec, SplitData, run_grid
+from marble_eval.probes import GridOptions, GridSpec, SplitData, run_grid
 from marble_eval.probes.core import item_outputs, probe_loss
 from marble_eval.probes.data import check_data
 from marble_eval.probes.device import default_device, probe_device
@@ -38,6 +38,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 def small_recipe(**changes) -> ProbeRecipe:
     recipe = ProbeRecipe(name="test", version="1", head="mlp", hidden_dim=16, dropout=0.2, batch_size=32,
+                         selection="roc_auc", empty_tags="zero",
                          lr_schedule=PlateauSchedule(factor=0.5, patience=1), early_stopping=EarlyStopping(patience=3))
     return replace(recipe, **changes)
 
@@ -107,7 +108,7 @@ def test_the_positive_and_negative_check_is_for_tagging_only() -> None:
 def test_zero_epochs_are_refused() -> None:
     data = synthetic_splits(sizes=(40, 20, 20))
     with pytest.raises(MarbleEvalError, match="at least one epoch"):
-        run_grid(data, small_recipe(), GridSpec([1e-3], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=0)
+        run_grid(data, small_recipe(), GridSpec([1e-3], [1], [0]), "multilabel", list("abcde"), GridOptions(progress=False, max_epochs=0))
 
 
 # -- batched equals alone, per task type ---------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_zero_epochs_are_refused() -> None:
 
 def _equal_runs(task: str, data: dict[str, SplitData], recipe: ProbeRecipe, grid: GridSpec, names: list[str],
                 epochs: int) -> None:
-    result = run_grid(data, recipe, grid, task, names, progress=False, max_epochs=epochs, device="cpu")
+    result = run_grid(data, recipe, grid, task, names, GridOptions(progress=False, max_epochs=epochs, device="cpu"))
     kind = task_type(task)
     keys = [key for key in result.configs[0]["test"] if not key.startswith(("per_", "excluded", "zeroed"))]
     assert set(kind.metrics) - {"r2_*"} <= set(keys)
@@ -141,7 +142,7 @@ def test_batched_equals_alone_for_key_and_the_ensemble_is_chosen_on_validation()
     keys = [f"k{i}" for i in range(24)]
     grid = GridSpec([1e-3, 3e-2], ["weighted", 1], [0])
     _equal_runs("key", data, small_recipe(), grid, keys, 6)
-    result = run_grid(data, small_recipe(), grid, "key", keys, progress=False, max_epochs=6)
+    result = run_grid(data, small_recipe(), grid, "key", keys, GridOptions(progress=False, max_epochs=6))
     for config in result.configs:
         alone = train_probe(data, small_recipe(), "key", config["lr"], config["layer"], 0, keys, max_epochs=6,
                             aggregations=AGGREGATIONS)
@@ -155,8 +156,7 @@ def test_batched_equals_alone_for_key_and_the_ensemble_is_chosen_on_validation()
 
 def test_multilabel_records_no_aggregation() -> None:
     data = synthetic_splits(sizes=(60, 30, 30))
-    result = run_grid(data, small_recipe(), GridSpec([1e-2], [1], [0]), "multilabel", list("abcde"), progress=False,
-                      max_epochs=2, device="cpu")
+    result = run_grid(data, small_recipe(), GridSpec([1e-2], [1], [0]), "multilabel", list("abcde"), GridOptions(progress=False, max_epochs=2, device="cpu"))
     assert "aggregation" not in result.configs[0] and "aggregation" not in result.selected[0]
     assert result.meta["device"] == "cpu"
 
@@ -208,8 +208,7 @@ def test_default_device_is_cuda_when_there_is_one() -> None:
 def test_cuda_without_cuda_is_one_line_before_training() -> None:
     data = synthetic_splits(sizes=(40, 20, 20))
     with pytest.raises(MarbleEvalError, match="CUDA is not available") as caught:
-        run_grid(data, small_recipe(), GridSpec([1e-3], [1], [0]), "multilabel", list("abcde"), progress=False,
-                 device="cuda")
+        run_grid(data, small_recipe(), GridSpec([1e-3], [1], [0]), "multilabel", list("abcde"), GridOptions(progress=False, device="cuda"))
     assert "\n" not in str(caught.value) and "--device cpu" in str(caught.value)
 
 
@@ -222,8 +221,8 @@ def test_cuda_grid_agrees_with_the_cpu_grid(task: str) -> None:
     grid = GridSpec([1e-3, 1e-2], [2, "weighted"], [0, 1])
     # patience past max_epochs: every probe runs the same epochs, so only rounding can differ
     recipe = small_recipe(early_stopping=EarlyStopping(patience=50), lr_schedule=PlateauSchedule(patience=50))
-    cpu = run_grid(data, recipe, grid, task, names, progress=False, max_epochs=5, device="cpu")
-    gpu = run_grid(data, recipe, grid, task, names, progress=False, max_epochs=5, device="cuda")
+    cpu = run_grid(data, recipe, grid, task, names, GridOptions(progress=False, max_epochs=5, device="cpu"))
+    gpu = run_grid(data, recipe, grid, task, names, GridOptions(progress=False, max_epochs=5, device="cuda"))
     assert gpu.meta["device"].startswith("cuda")
     main = task_type(task).main_metric
     for a, b in zip(cpu.configs, gpu.configs):
@@ -236,11 +235,11 @@ def test_a_selected_probe_that_never_trained_is_named_in_one_line() -> None:
     data = synthetic_splits(sizes=(60, 30, 30), windows_per_item=2)
     recipe = small_recipe(early_stopping=EarlyStopping(patience=2))
     # lr 1e-12 moves no float32 weight: the validation score never improves after epoch 1
-    stuck = run_grid(data, recipe, GridSpec([1e-12], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=10)
+    stuck = run_grid(data, recipe, GridSpec([1e-12], [1], [0]), "multilabel", list("abcde"), GridOptions(progress=False, max_epochs=10))
     assert (stuck.configs[0]["best_epoch"], stuck.configs[0]["epochs"]) == (1, 3)
     assert len(stuck.meta["warnings"]) == 1 and "\n" not in stuck.meta["warnings"][0]
     assert "has not trained" in stuck.meta["warnings"][0] and "2 optimiser steps per epoch" in stuck.meta["warnings"][0]
-    trained = run_grid(data, recipe, GridSpec([3e-2], [1], [0]), "multilabel", list("abcde"), progress=False, max_epochs=10)
+    trained = run_grid(data, recipe, GridSpec([3e-2], [1], [0]), "multilabel", list("abcde"), GridOptions(progress=False, max_epochs=10))
     assert trained.configs[0]["best_epoch"] > 1 and trained.meta["warnings"] == []
 
 
@@ -255,8 +254,7 @@ def test_seeds_with_different_batch_sizes_train_one_head_each_and_equal_alone() 
         keep = ~((split.item_of_window % 2 == 0) & (np.arange(len(split.item_of_window)) % 3 == 2))
         data[name] = SplitData(split.features[keep], split.item_of_window[keep], split.labels)
     recipe = small_recipe(batch_size=16, early_stopping=EarlyStopping(patience=2))
-    result = run_grid(data, recipe, GridSpec([1e-3, 3e-2], [1, "weighted"], [0, 1]), "multilabel", list("abcde"),
-                      progress=False, max_epochs=6)
+    result = run_grid(data, recipe, GridSpec([1e-3, 3e-2], [1, "weighted"], [0, 1]), "multilabel", list("abcde"), GridOptions(progress=False, max_epochs=6))
     for config in result.configs:
         alone = alone_probe(data, recipe, "multilabel", config["lr"], config["layer"], config["seed"], list("abcde"),
                             max_epochs=6)

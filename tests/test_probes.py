@@ -13,7 +13,7 @@ import torch
 
 from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics import compute_metrics
-from marble_eval.probes import GridResult, GridSpec, SplitData, load_recipe, run_grid
+from marble_eval.probes import GridOptions, GridResult, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig, head_logits
 from marble_eval.probes.core import HeadShape, item_outputs
 from marble_eval.probes.data import check_data
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def small_recipe(**changes) -> ProbeRecipe:
     """MARBLE's MLP recipe with a small head and short patiences, so probes stop inside a short test."""
     recipe = ProbeRecipe(
-        name="test", version="1", head="mlp", hidden_dim=24, dropout=0.2, batch_size=32,
+        name="test", version="1", head="mlp", hidden_dim=24, dropout=0.2, batch_size=32, selection="roc_auc",
+        empty_tags="zero",
         lr_schedule=PlateauSchedule(factor=0.5, patience=1), early_stopping=EarlyStopping(patience=3),
     )
     return replace(recipe, **changes)
@@ -58,7 +59,7 @@ def grid_result(data, grid) -> GridResult:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_grid(data, small_recipe(), grid, "multilabel", TAGS, progress=False, max_epochs=15, chunk_size=3)
+        return run_grid(data, small_recipe(), grid, "multilabel", TAGS, GridOptions(progress=False, max_epochs=15, chunk_size=3))
     finally:
         torch.set_num_threads(before)
 
@@ -201,7 +202,7 @@ def test_batched_grid_ends_where_each_probe_ends_alone(data, grid_result) -> Non
 def test_batched_equals_alone_for_multiclass_linear_probe_tested_on_last_weights() -> None:
     multiclass = synthetic_splits(sizes=(200, 60, 60), windows_per_item=3, n_states=3, dim=8, n_tags=4, task="multiclass", seed=3)
     recipe = small_recipe(head="linear", hidden_dim=None, dropout=0.0, restore_best=False)
-    result = run_grid(multiclass, recipe, GridSpec([1e-3, 3e-2], ["weighted", 1], [5]), "multiclass", list("wxyz"), progress=False, max_epochs=8)
+    result = run_grid(multiclass, recipe, GridSpec([1e-3, 3e-2], ["weighted", 1], [5]), "multiclass", list("wxyz"), GridOptions(progress=False, max_epochs=8))
     for config in result.configs:
         alone = train_probe(multiclass, recipe, "multiclass", config["lr"], config["layer"], 5, list("wxyz"), max_epochs=8)
         assert (config["epochs"], config["best_epoch"]) == (alone["epochs"], alone["best_epoch"])
@@ -211,7 +212,7 @@ def test_batched_equals_alone_for_multiclass_linear_probe_tested_on_last_weights
 
 
 def test_chunk_size_does_not_change_results(data, grid, grid_result) -> None:
-    again = run_grid(data, small_recipe(), grid, "multilabel", TAGS, progress=False, max_epochs=15, chunk_size=100)
+    again = run_grid(data, small_recipe(), grid, "multilabel", TAGS, GridOptions(progress=False, max_epochs=15, chunk_size=100))
     assert again.configs == grid_result.configs
     assert again.selected == grid_result.selected
     assert again.summary == grid_result.summary
@@ -285,7 +286,7 @@ def test_a_diverged_probe_gets_no_score() -> None:
 
 def test_probes_learn_synthetic_data_and_progress_bar_runs(capsys) -> None:
     easy = synthetic_splits(sizes=(600, 150, 150), windows_per_item=2, n_states=4, dim=16, seed=1)
-    result = run_grid(easy, load_recipe("mlp"), GridSpec([1e-2], [0, 3, "weighted"], [0]), "multilabel", TAGS, max_epochs=30)
+    result = run_grid(easy, load_recipe("mlp"), GridSpec([1e-2], [0, 3, "weighted"], [0]), "multilabel", TAGS, GridOptions(max_epochs=30))
     assert result.summary["roc_auc"]["mean"] > 0.9  # chance is 0.5
     assert result.selected[0]["layer"] != 0  # the noisiest hidden state is not chosen
     assert "probes" in capsys.readouterr().err
@@ -295,7 +296,7 @@ def test_tag_empty_in_test_split_is_excluded_and_named(data) -> None:
     test = data["test"]
     emptied = {**data, "test": replace(test, labels=test.labels * np.array([1, 1, 1, 1, 0], dtype=np.float32))}
     recipe = small_recipe(head="linear", hidden_dim=None, dropout=0.0, empty_tags="exclude")
-    result = run_grid(emptied, recipe, GridSpec.quick([0]), "multilabel", TAGS, progress=False, max_epochs=2)
+    result = run_grid(emptied, recipe, GridSpec.quick([0]), "multilabel", TAGS, GridOptions(progress=False, max_epochs=2))
     assert result.excluded_tags == ["e"]
     assert result.selected[0]["test"]["per_tag"]["e"] == {"roc_auc": None, "ap": None}
     assert result.configs[0]["valid"]["excluded_tags"] == []

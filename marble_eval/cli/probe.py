@@ -16,6 +16,7 @@ from marble_eval.cli.common import (
     model_options,
 )
 from marble_eval.errors import MarbleEvalError
+from marble_eval.probe_choices import PROBE_FIELDS, choice_values
 
 DEFAULT_RESULTS = Path("results")
 
@@ -37,10 +38,8 @@ def add_probe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (overrides the grid's)")
     parser.add_argument("--layer", "--layers", dest="layers", default=None,
                         help="all (every hidden state + weighted), weighted, or comma-separated indices")
-    for name, choices in (("batch-unit", ["item", "window"]), ("weighted-init", ["randn", "uniform"]),
-                          ("selection", ["roc_auc", "roc_auc_ap_mean"]), ("selection-scope", ["per_seed", "once"]),
-                          ("empty-tags", ["exclude", "zero", "v1"])):
-        parser.add_argument(f"--{name}", default=None, choices=choices,
+    for field in PROBE_FIELDS:
+        parser.add_argument(f"--{field.replace('_', '-')}", default=None, choices=choice_values(field),
                             help="override the protocol's value (docs/protocol.md)")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max epochs")
     parser.add_argument("--score-per", default=None, choices=["item", "window"],
@@ -95,9 +94,8 @@ def parse_layers(text: str | None) -> list[int | str] | None:
 def probe_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of marble_eval.probe taken from the command line."""
     return {"protocol": args.protocol, "recipe": args.recipe, "seeds": args.seeds, "grid": args.grid,
-            "lrs": parse_lrs(args.lrs), "layers": parse_layers(args.layers), "batch_unit": args.batch_unit,
-            "weighted_init": args.weighted_init, "selection": args.selection,
-            "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
+            "lrs": parse_lrs(args.lrs), "layers": parse_layers(args.layers),
+            **{field: getattr(args, field) for field in PROBE_FIELDS}, "max_epochs": args.max_epochs,
             "threads": args.threads, "score_per": args.score_per, "probe_device": args.probe_device or getattr(args, "device", None), "results_dir": args.results_dir, "overwrite": args.overwrite,
             "name": args.name, "cache_dir": args.cache_dir,
             "precision": None if args.precision == "auto" else args.precision,

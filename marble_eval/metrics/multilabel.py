@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +30,9 @@ from torchmetrics.functional.classification import (
 )
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.probe_choices import EmptyTags
 
 ArrayLike = np.ndarray | torch.Tensor
-EmptyTags = Literal["exclude", "zero", "v1"]
 
 
 def _as_tensor(values: ArrayLike, dtype: torch.dtype) -> torch.Tensor:

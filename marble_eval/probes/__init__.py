@@ -2,12 +2,13 @@
 
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.data import SplitData
-from marble_eval.probes.grid import DEFAULT_SEEDS, MARBLE_LRS, GridResult, GridSpec, run_grid
+from marble_eval.probes.grid import DEFAULT_SEEDS, MARBLE_LRS, GridOptions, GridResult, GridSpec, run_grid
 from marble_eval.probes.recipe import ProbeRecipe, known_recipes, load_recipe
 
 __all__ = [
     "DEFAULT_SEEDS",
     "MARBLE_LRS",
+    "GridOptions",
     "GridResult",
     "GridSpec",
     "ProbeBank",

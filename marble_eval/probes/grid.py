@@ -245,23 +245,25 @@ def untrained_warnings(selected: list[dict[str, Any]], results: list[dict[str, A
     return lines
 
 
-def run_grid(
-    data: dict[str, SplitData],
-    recipe: ProbeRecipe,
-    grid: GridSpec,
-    task: str,
-    tags: list[str],
-    progress: bool = True,
-    max_epochs: int | None = None,
-    chunk_size: int | None = None,
-    threads: int | None = None,
-    checkpoint_dir: Path | None = None,
-    features_digest: str | None = None,
-    device: str | torch.device | None = None,
-) -> GridResult:
-    """Train every configuration of ``grid`` batched (``chunk_size`` probes at a time; results do not
-    depend on it), select on validation as the recipe says (``selection``, ``selection_scope``), and
-    summarise over seeds. ``threads``: torch intra-op threads while training (None: torch's setting).
+@dataclass(frozen=True)
+class GridOptions:
+    """How a grid runs (not what it computes, except ``max_epochs``): see run_grid."""
+
+    progress: bool = True
+    max_epochs: int | None = None
+    chunk_size: int | None = None
+    threads: int | None = None
+    checkpoint_dir: Path | None = None
+    features_digest: str | None = None
+    device: str | torch.device | None = None
+
+
+def run_grid(data: dict[str, SplitData], recipe: ProbeRecipe, grid: GridSpec, task: str, tags: list[str],
+             options: GridOptions = GridOptions()) -> GridResult:
+    """Train every configuration of ``grid`` batched (``options.chunk_size`` probes at a time; results do
+    not depend on it), select on validation as the recipe says (``selection``, ``selection_scope``), and
+    summarise over seeds. ``threads``: torch intra-op threads while training (None: torch's setting);
+    ``max_epochs``: replaces the recipe's; ``progress``: show a progress bar.
 
     ``checkpoint_dir``: completed chunks are saved there (atomically) under a digest of everything
     the result depends on (``features_digest``, recipe, grid, task, tags, epochs; without a
@@ -272,6 +274,8 @@ def run_grid(
     ``cpu`` (probes.device.default_device). The features go there once. CPU is the reference: on CUDA
     results agree with it within the tolerances of docs/probes.md, not bit for bit."""
     started = time.perf_counter()
+    progress, max_epochs, chunk_size, threads = options.progress, options.max_epochs, options.chunk_size, options.threads
+    checkpoint_dir, features_digest, device = options.checkpoint_dir, options.features_digest, options.device
     if max_epochs is not None and max_epochs < 1:
         raise MarbleEvalError(f"max_epochs {max_epochs}: probes must train at least one epoch; use --max-epochs 1 or more")
     where = probe_device(device)

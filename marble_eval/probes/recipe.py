@@ -10,6 +10,7 @@ from pydantic.dataclasses import dataclass
 
 from marble_eval.configs import STRICT, load_config, named_yaml, yaml_names
 from marble_eval.paths import probes_dir
+from marble_eval.probe_choices import PROBE_FIELDS, ProbeChoices
 
 
 @dataclass(config=STRICT)
@@ -29,14 +30,14 @@ class EarlyStopping:
     min_delta: float = Field(default=0.0, ge=0)
 
 
-@dataclass(config=STRICT)
-class ProbeRecipe:
+@dataclass(config=STRICT, kw_only=True)
+class ProbeRecipe(ProbeChoices):
     """How one probe is trained (PROTOCOL 3). ``head`` mlp: Linear-ReLU-Dropout-Linear; linear: Linear.
     ``monitor``: ``task``, the only value: early stopping, the LR schedule and the best-weights
     snapshot watch the task type's validation metric (``TaskType.monitor``: multilabel roc_auc,
     multiclass accuracy, regression r2, key key_score), as MARBLE v1 does per task.
 
-    The protocol's open choices, MARBLE v1's value first (the default):
+    The protocol's open choices (fields, values and defaults: ``marble_eval.probe_choices``), in detail:
     - ``batch_unit``: ``item`` = each batch holds ``batch_size`` items with all their windows stacked
       (v1's train_collate_fn; BCE averaged over the batch's window rows); ``window`` = batches of
       ``batch_size`` windows, each window a sample.
@@ -68,16 +69,10 @@ class ProbeRecipe:
     lr_schedule: PlateauSchedule = Field(default_factory=PlateauSchedule)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     restore_best: bool = True
-    batch_unit: Literal["item", "window"] = "item"
-    weighted_init: Literal["randn", "uniform"] = "randn"
-    selection: Literal["roc_auc", "roc_auc_ap_mean"] = "roc_auc"
-    selection_scope: Literal["per_seed", "once"] = "per_seed"
-    empty_tags: Literal["zero", "exclude"] = "zero"
 
     def protocol(self) -> dict[str, str]:
         """The open protocol choices as resolved for this recipe (recorded with every result)."""
-        return {"batch_unit": self.batch_unit, "weighted_init": self.weighted_init, "selection": self.selection,
-                "selection_scope": self.selection_scope, "empty_tags": self.empty_tags}
+        return {name: getattr(self, name) for name in PROBE_FIELDS}
 
     @model_validator(mode="after")
     def _head_fields(self) -> "ProbeRecipe":
