@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from marble_eval.models.base import PRECISION_CHOICES, normalise_precision
 from marble_eval.paths import cache_root
 
 
@@ -28,7 +29,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
+    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
                         help=f"{what} (default: the protocol's, fp32: the reference, on every device; bf16/fp16 are "
                              "opt-in, their drift is in docs/scale.md; auto is an alias of the default)")
 
@@ -93,5 +94,4 @@ def load_model_from_args(args: argparse.Namespace):
 def resolve_precision(args: argparse.Namespace) -> None:
     """For commands without a protocol (embed, info): ``--precision`` unset or ``auto`` means fp32, the
     reference (issue #16)."""
-    if getattr(args, "precision", None) in (None, "auto"):
-        args.precision = "fp32"
+    args.precision = normalise_precision(getattr(args, "precision", None))

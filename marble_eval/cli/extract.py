@@ -56,10 +56,11 @@ def extract_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """0: every item has features; 4: some were skipped (failures.json); 3: none could be extracted."""
+    from marble_eval.models.base import normalise_precision
     from marble_eval.pipeline import extract
 
     summary = extract(args.model, args.dataset, protocol=args.protocol, cache_dir=args.cache_dir,
-                      precision=None if args.precision == "auto" else args.precision,
+                      precision=normalise_precision(args.precision, default=None),
                       window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                       storage=args.storage, show_progress=not args.no_progress, log=print, **model_options(args),
                       **dataset_options(args), **extract_options(args))

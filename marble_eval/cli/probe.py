@@ -16,6 +16,7 @@ from marble_eval.cli.common import (
     model_options,
 )
 from marble_eval.errors import MarbleEvalError
+from marble_eval.models.base import normalise_precision
 
 DEFAULT_RESULTS = Path("results")
 
@@ -90,7 +91,7 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             "selection_scope": args.selection_scope, "empty_tags": args.empty_tags, "max_epochs": args.max_epochs,
             "threads": args.threads, "results_dir": args.results_dir, "overwrite": args.overwrite,
             "name": args.name, "cache_dir": args.cache_dir,
-            "precision": None if args.precision == "auto" else args.precision,
+            "precision": normalise_precision(args.precision, default=None),
             "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,
             "show_progress": not args.no_progress}
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
+from marble_eval.models.base import normalise_precision
 from marble_eval.files import (
     atomic_write_json,
     remove_stale_temporaries,
@@ -401,7 +402,7 @@ def locate_cache(root: Path, dataset: "Dataset", model_fingerprint: str, setting
     wanted = {"dataset": dataset_label(dataset), "dataset_identity": dataset.identity(),
               "model_fingerprint": model_fingerprint,
               "max_seconds": dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
-              "precision": "fp32" if settings.precision == "auto" else settings.precision,
+              "precision": normalise_precision(settings.precision),
               "storage": settings.storage, "format_version": CACHE_FORMAT_VERSION}
     if settings.window_seconds is not None:
         wanted["window_seconds"] = float(settings.window_seconds)

@@ -37,7 +37,7 @@ from marble_eval.features.windows import (
     window_loader,
 )
 from marble_eval.files import atomic_write_bytes
-from marble_eval.models.base import PRECISIONS, AudioEncoder  # fp32, the reference, is the default (issue #16)
+from marble_eval.models.base import AudioEncoder, normalise_precision  # fp32, the reference, is the default (#16)
 from marble_eval.progress import progress_bar
 
 STORAGES = tuple(STORAGE_DTYPES)
@@ -92,8 +92,7 @@ def validate_settings(settings: ExtractSettings, device: str | torch.device | No
     _number("--num-workers", settings.num_workers, "0 (decode in the main process) or more",
             settings.num_workers is None or settings.num_workers >= 0)
     _number("shard_items", settings.shard_items, "1 or more", settings.shard_items >= 1)
-    if settings.precision not in PRECISIONS:
-        raise MarbleEvalError(f"--precision {settings.precision}: use one of {', '.join(PRECISIONS)}")
+    normalise_precision(settings.precision)
     if settings.storage not in STORAGES:
         raise MarbleEvalError(f"--storage {settings.storage}: use one of {', '.join(STORAGES)}")
     if device is not None:
@@ -187,7 +186,7 @@ def cache_key(model: AudioEncoder, dataset: Dataset, settings: ExtractSettings) 
         family=info.family, sample_rate=info.sample_rate, n_hidden_states=info.n_hidden_states, dim=info.dim,
         window_seconds=effective_window(model, dataset, settings),
         max_seconds=dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
-        precision=settings.precision, storage=settings.storage, model_settings=dict(info.extra),
+        precision=normalise_precision(settings.precision), storage=settings.storage, model_settings=dict(info.extra),
         n_parameters=info.n_parameters,
     )
 
@@ -248,15 +247,32 @@ def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:
 
 
 @contextlib.contextmanager
+def float32_math(precision: str) -> Iterator[None]:
+    """fp32 means IEEE fp32 on CUDA too: TF32 off for matmuls and cudnn convolutions, unless ``precision`` is
+    tf32 (opt-in). torch's process-wide settings are restored afterwards."""
+    mode = "tf32" if normalise_precision(precision) == "tf32" else "ieee"
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    previous = (matmul.fp32_precision, conv.fp32_precision)
+    matmul.fp32_precision, conv.fp32_precision = mode, mode
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = previous
+
+
+@contextlib.contextmanager
 def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
     """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold)."""
+    precision = normalise_precision(precision)
     if not isinstance(model, AudioEncoder):
-        yield
+        with float32_math(precision):
+            yield
         return
     previous = model.precision
     model.to(model.device, precision)
     try:
-        yield
+        with float32_math(precision):
+            yield
     finally:
         model.to(model.device, previous)
 
