@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.models.base import normalise_precision
 from marble_eval.files import (
     atomic_write_json,
     remove_stale_temporaries,
@@ -44,6 +43,7 @@ from marble_eval.files import (
     temporary_path,
     write_error,
 )
+from marble_eval.models.base import normalise_precision
 
 if TYPE_CHECKING:
     from marble_eval.datasets.base import Dataset
