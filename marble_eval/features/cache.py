@@ -5,7 +5,7 @@ Layout (one folder per dataset x cache key):
     <cache-dir>/<dataset>/<model-slug>-<key digest[:16]>/
         key.json         everything the features depend on (refused if it differs)
         shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items],
-                         and per item its audio file's size, mtime_ns and sha256
+                         and per item its audio file's size, mtime_ns and sha256, and the decoder that read it
         index.json       item id -> shard and audio stamp (derived from the shards, rebuilt when they change)
         failures.json    items skipped on the last run, with the reason
         parts/*.json     per-process failures and counts of a distributed run, until merged
@@ -54,11 +54,13 @@ STORAGE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 @dataclass(frozen=True)
 class AudioStamp:
-    """What identifies an item's audio file: size and mtime (cheap to check) and the content sha256."""
+    """What identifies an item's audio file: size and mtime (cheap to check) and the content sha256; and what
+    decoded it (recorded, not compared)."""
 
     size: int
     mtime_ns: int
     sha256: str
+    decoder: str = ""
 
     @property
     def known(self) -> bool:
@@ -68,12 +70,13 @@ class AudioStamp:
 UNKNOWN_AUDIO = AudioStamp(-1, 0, "")  # no stamp (a stream such as a FIFO): such features are never reused
 
 
-def audio_stamp(path: Path) -> AudioStamp:
-    """Size, mtime and sha256 of a regular file; UNKNOWN_AUDIO for anything else (a FIFO is read once only)."""
+def audio_stamp(path: Path, decoder: str = "") -> AudioStamp:
+    """Size, mtime and sha256 of a regular file (and the decoder that read it); UNKNOWN_AUDIO's for anything
+    else (a FIFO is read once only)."""
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
-        return UNKNOWN_AUDIO
-    return AudioStamp(int(info.st_size), int(info.st_mtime_ns), sha256_file(Path(path)))
+        return AudioStamp(UNKNOWN_AUDIO.size, UNKNOWN_AUDIO.mtime_ns, UNKNOWN_AUDIO.sha256, decoder)
+    return AudioStamp(int(info.st_size), int(info.st_mtime_ns), sha256_file(Path(path)), decoder)
 
 
 @dataclass
@@ -193,9 +196,9 @@ class FeatureCache:
         mapping: dict[str, str] = {}
         stamps: dict[str, AudioStamp] = {}
         for name in on_disk:  # sorted by write time: the newest shard holding an id wins
-            for item_id, (size, mtime_ns, sha256) in zip(shards[name], audio[name]):
+            for item_id, (size, mtime_ns, sha256, *decoder) in zip(shards[name], audio[name]):
                 mapping[item_id] = name
-                stamps[item_id] = AudioStamp(int(size), int(mtime_ns), str(sha256))
+                stamps[item_id] = AudioStamp(int(size), int(mtime_ns), str(sha256), str(decoder[0]) if decoder else "")
         self._index = (on_disk, mapping, stamps)
         return mapping, stamps
 
@@ -205,8 +208,9 @@ class FeatureCache:
                 ids = [str(item_id) for item_id in shard["ids"]]
                 if "audio_sha256" not in shard.files:
                     return ids, [[-1, 0, ""] for _ in ids]
-                audio = [[int(size), int(mtime), str(sha)] for size, mtime, sha in
-                         zip(shard["audio_size"], shard["audio_mtime_ns"], shard["audio_sha256"])]
+                decoders = shard["audio_decoder"] if "audio_decoder" in shard.files else [""] * len(ids)
+                audio = [[int(size), int(mtime), str(sha), str(decoder)] for size, mtime, sha, decoder in
+                         zip(shard["audio_size"], shard["audio_mtime_ns"], shard["audio_sha256"], decoders)]
             except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
                 raise self._corrupt(shard_name, exc) from None
         if len(audio) != len(ids):
@@ -295,7 +299,8 @@ class FeatureCache:
                 np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids),
                          audio_size=np.array([s.size for s in stamps], dtype=np.int64),
                          audio_mtime_ns=np.array([s.mtime_ns for s in stamps], dtype=np.int64),
-                         audio_sha256=np.array([s.sha256 for s in stamps], dtype="<U64"))
+                         audio_sha256=np.array([s.sha256 for s in stamps], dtype="<U64"),
+                         audio_decoder=np.array([s.decoder for s in stamps], dtype=str))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
-from marble_eval.features.audio import stream_windows
+from marble_eval.features.audio import AudioStream, stream_windows
 from marble_eval.features.cache import audio_stamp
 
 DEFAULT_BATCH_SECONDS = {"cpu": 40.0, "cuda": 480.0}  # audio per forward: CPU activations grow ~35 MB per s
@@ -155,7 +155,8 @@ class WindowStream(IterableDataset):
             return
         count, samples = 0, 0
         try:
-            for window in stream_windows(job.path, self.sample_rate, self.window_seconds, self.max_seconds):
+            audio = AudioStream(Path(job.path), self.sample_rate, self.max_seconds)
+            for window in stream_windows(audio, self.sample_rate, self.window_seconds):
                 if len(window) < self.min_samples:  # only ever a clip's sole window (short tails are dropped)
                     batcher.fail(job.position, f"{job.path}: too short ({1000 * len(window) / self.sample_rate:.1f} "
                                                f"ms; the model needs at least {self.min_samples} samples at "
@@ -171,7 +172,7 @@ class WindowStream(IterableDataset):
             batcher.fail(job.position, f"{job.path}: no audio samples")
             return
         try:  # after the decode: the bytes are in the page cache, hashing them is cheap
-            stamp = audio_stamp(Path(job.path))
+            stamp = audio_stamp(Path(job.path), audio.decoder)
         except OSError as exc:
             batcher.fail(job.position, f"{job.path}: cannot read ({exc.strerror or exc})")
             return
