@@ -154,6 +154,13 @@ class ExtractSummary:
     def realtime(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
+    def _time_line(self, processes: str) -> str:
+        if self.extracted == 0 and self.audio_seconds == 0:
+            what = "every item was already cached" if self.already_cached == self.total else "no audio extracted"
+            return f"time: {self.wall_seconds:.1f} s; {what}"
+        return (f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
+                f"({self.realtime:.1f}x realtime{processes})")
+
     def lines(self) -> list[str]:
         """Human-readable closing summary."""
         processes = f" on {self.world_size} processes" if self.world_size > 1 else ""
@@ -162,8 +169,7 @@ class ExtractSummary:
                f"{len(self.failures)} skipped",
                f"audio: {self.changed_audio} changed file(s) extracted again, {self.hashed_files} file(s) hashed "
                f"to check the cache",
-               f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
-               f"({self.realtime:.1f}x realtime{processes})"]
+               self._time_line(processes)]
         out += [f"skipped {item_id}: {failure['reason']}" for item_id, failure in sorted(self.failures.items())]
         if self.failures:
             out.append(f"failures listed in {self.cache_dir / 'failures.json'}")
@@ -331,7 +337,7 @@ def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings:
     started = time.perf_counter()
     with interrupted_by_signals(), computing_in(model, settings.precision), \
             ShardBuffer(cache, settings.shard_items, settings.checkpoint_seconds) as shards, \
-            progress_bar(show_progress, realtime=True) as bar:
+            progress_bar(show_progress and bool(todo), realtime=True) as bar:
         loader = window_loader(window_stream(model, dataset, todo, cache.key, settings), num_workers(model, settings))
         assembler = ItemAssembler()
         task = bar.add_task(f"extract {dataset.name}", total=len(todo), realtime="")
