@@ -25,7 +25,8 @@ def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> No
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     add_precision_arg(parser, "compute precision of the forward pass")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per forward pass (default: 8 on CPU; on a GPU as many as --batch-seconds holds)")
 
 
 def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:

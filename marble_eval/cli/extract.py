@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_scale_args(parser: argparse.ArgumentParser) -> None:
     """Decode workers, batching by audio length, and the distributed launch (docs/scale.md)."""
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="audio decode worker processes (default: 1 on CPU, up to 8 with a GPU; 0 = main process)")
+                        help="audio decode worker processes per process (default: 1 on CPU; with a GPU the cores "
+                             "this process's share of the machine leaves; 0 = main process)")
     parser.add_argument("--batch-seconds", type=float, default=None,
                         help="at most this much audio per forward pass (default: 40 on CPU, 480 on GPU)")
     parser.add_argument("--devices", type=int, default=None,
