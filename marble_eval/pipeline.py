@@ -62,10 +62,8 @@ def probe_inputs(cache: FeatureCache, dataset: Dataset) -> tuple[dict[str, Split
         if not items:
             raise MarbleEvalError(f"dataset {dataset.name!r} has no usable {split} items; check its audio "
                                   f"(`marble-eval data check {dataset.name}`)")
-        features, _ = cache.load([item.id for item in items])
-        item_of_window = np.repeat(np.arange(len(items)), [len(f) for f in features])
-        data[split] = SplitData(features=np.concatenate(features), item_of_window=item_of_window,
-                                labels=dataset.label_matrix(items))
+        features, item_of_window = cache.load_windows([item.id for item in items])  # one array, no concatenation
+        data[split] = SplitData(features=features, item_of_window=item_of_window, labels=dataset.label_matrix(items))
     excluded = {item_id: failure for item_id, failure in failures.items()}
     return data, excluded
 

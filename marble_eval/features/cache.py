@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import stat
+import struct
 import time
 import uuid
 import zipfile
@@ -364,7 +365,26 @@ class FeatureCache:
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Features [W, L, D] and frames [W] for each id, in order; names missing ids in the error."""
+        """Features [W, L, D] and frames [W] for each id, in order; names missing ids in the error.
+
+        The features of all ids share one array (each item's is a view of it): see ``load_windows``.
+        """
+        features, frames, counts = self._gather(ids)
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return ([features[bounds[i]:bounds[i + 1]] for i in range(len(ids))],
+                [frames[bounds[i]:bounds[i + 1]] for i in range(len(ids))])
+
+    def load_windows(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(features [all windows of ``ids`` in order, L, D] in the storage dtype, item_of_window [windows] int64).
+
+        Written straight into one preallocated array from memory-mapped shards: only the windows of
+        ``ids`` are read, each once, and peak memory is the result plus one item (what the probe stage
+        loads, split by split, reads every cached byte once).
+        """
+        features, _, counts = self._gather(ids)
+        return features, np.repeat(np.arange(len(ids), dtype=np.int64), counts)
+
+    def _gather(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         index = self.index()
         missing = [item_id for item_id in ids if item_id not in index]
         if missing:
@@ -373,21 +393,77 @@ class FeatureCache:
         by_shard: dict[str, list[int]] = {}
         for position, item_id in enumerate(ids):
             by_shard.setdefault(index[item_id], []).append(position)
-        features: list[np.ndarray] = [np.empty(0)] * len(ids)
-        frames: list[np.ndarray] = [np.empty(0)] * len(ids)
-        for name, positions in by_shard.items():
+        spans: list[tuple[int, int]] = [(0, 0)] * len(ids)  # (shard row start, end) of each id
+        for name, positions in by_shard.items():  # first the small arrays: how many windows each id has
             with self._open_shard(name) as shard:
                 try:
-                    shard_ids = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
-                    offsets, all_features, all_frames = shard["offsets"], shard["features"], shard["frames"]
+                    rows = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
+                    offsets = shard["offsets"]
                 except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
                     raise self._corrupt(name, exc) from None
-                for position in positions:
-                    row = shard_ids[ids[position]]
-                    start, end = offsets[row], offsets[row + 1]
-                    features[position] = all_features[start:end]
-                    frames[position] = all_frames[start:end]
+            for position in positions:
+                row = rows[ids[position]]
+                spans[position] = (int(offsets[row]), int(offsets[row + 1]))
+        counts = np.array([end - start for start, end in spans], dtype=np.int64)
+        destination = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out: np.ndarray | None = None
+        out_frames = np.empty(int(counts.sum()), dtype=np.int64)
+        for name, positions in by_shard.items():  # then each shard once, mapped, straight into place
+            features, frames = self._map_shard(name)
+            if out is None:
+                out = np.empty((int(counts.sum()), self.key.n_hidden_states, self.key.dim), dtype=features.dtype)
+            for position in positions:
+                (start, end), at = spans[position], int(destination[position])
+                if end > len(features):
+                    raise self._corrupt(name, ValueError("offsets run past the features"))
+                out[at:at + end - start] = features[start:end]
+                out_frames[at:at + end - start] = frames[start:end]
+            del features  # unmapped before the next shard: resident pages stay near one shard
+        if out is None:
+            out = np.empty((0, self.key.n_hidden_states, self.key.dim), dtype=STORAGE_DTYPES[self.key.storage])
+        return out, out_frames, counts
+
+    def _map_shard(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(features, frames) of a shard; features memory-mapped (read lazily, once) when the shard stores them
+        uncompressed, as write_shard does; else read."""
+        path = self.shard_dir / name
+        with self._open_shard(name) as shard:
+            try:
+                frames = shard["frames"]
+                features = npz_member_memmap(path, "features")
+                if features is None:
+                    features = shard["features"]
+            except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise self._corrupt(name, exc) from None
+        if features.ndim != 3 or features.shape[1:] != (self.key.n_hidden_states, self.key.dim):
+            raise self._corrupt(name, ValueError(f"features {features.shape} do not match the cache key"))
         return features, frames
+
+def npz_member_memmap(path: Path, member: str) -> np.ndarray | None:
+    """A read-only memory map of array ``member`` of an .npz written by np.savez (stored, not compressed);
+    None when the member is compressed (then it must be read)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{member}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{member}: bad zip local header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{member}: object arrays are refused")
+    if int(np.prod(shape)) == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def dataset_label(dataset: "Dataset") -> str:
