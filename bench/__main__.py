@@ -10,7 +10,7 @@ import time
 
 import torch
 
-SECTIONS = ("bench.extraction", "bench.probes")
+SECTIONS = ("bench.extraction", "bench.probes", "bench.loading")
 
 
 def report(name: str, value: float, unit: str) -> None:

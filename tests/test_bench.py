@@ -43,3 +43,14 @@ def test_gpu_check_smoke_on_cpu_prints_one_json_object_with_every_key() -> None:
     assert result["peak_cuda_memory_gib"] is None and result["audio_seconds"] >= 20
     speedup = result["probe_grid_speedup"]
     assert (isinstance(speedup, float) and speedup > 0) or speedup.startswith("unavailable: ")
+
+
+def test_probe_loading_benchmark_reports_the_peak_against_the_cache_size() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench", "--only", "loading", "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = {line.split()[0]: float(line.split()[1]) for line in run.stdout.splitlines()
+               if line.split() and line.split()[0].startswith("loading.")}
+    assert figures["loading.cache_features"] > 30 and figures["loading.runtime_rss"] > 0
+    assert figures["loading.probe_stage_peak_rss"] > figures["loading.runtime_rss"]
+    assert 0.9 < figures["loading.peak_over_n"] < 1.5  # the features themselves, not twice them
