@@ -7,6 +7,8 @@ without one, whose config has 96 mel bins) is handed to the MAEST adapter.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
@@ -44,10 +46,13 @@ class AstFrontEnd:
         self.max_length = int(extractor.max_length)
         self.do_normalize = bool(extractor.do_normalize)
         self.mean, self.std = float(extractor.mean), float(extractor.std)
-        filters = mel_filter_bank(num_frequency_bins=FFT_LENGTH // 2 + 1, num_mel_filters=extractor.num_mel_bins,
-                                  min_frequency=20, max_frequency=extractor.sampling_rate // 2,
-                                  sampling_rate=extractor.sampling_rate, norm=None, mel_scale="kaldi",
-                                  triangularize_in_mel_space=True)
+        with warnings.catch_warnings():  # 128 Kaldi bands over 257 bins leave one empty: the extractor's, too
+            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+            filters = mel_filter_bank(num_frequency_bins=FFT_LENGTH // 2 + 1,
+                                      num_mel_filters=extractor.num_mel_bins, min_frequency=20,
+                                      max_frequency=extractor.sampling_rate // 2,
+                                      sampling_rate=extractor.sampling_rate, norm=None, mel_scale="kaldi",
+                                      triangularize_in_mel_space=True)
         self.filters = torch.from_numpy(np.asarray(filters, dtype=np.float32))  # [257, mel bins]
         self.window = torch.from_numpy(window_function(FRAME_LENGTH, "hann", periodic=False).astype(np.float32))
 
