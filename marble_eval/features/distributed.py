@@ -2,7 +2,7 @@
 
 Rank 0's list of not-yet-cached items is broadcast, and rank r takes every world_size-th item.
 Each rank decodes in its own DataLoader workers (its share of the node's cores), embeds exactly as
-the single-process loop does (``extract.embed_batch``) and writes shards straight into the cache
+the single-process loop does (``embedder.BatchEmbedder``) and writes shards straight into the cache
 folder (unique names make many writers safe). At the end each rank leaves its failures and counts
 in ``parts/``; no rank waits at a collective barrier. Ranks beat a heartbeat file (``liveness``):
 global rank 0 waits for the parts of the live ranks, and a rank that dies ends the others within
@@ -38,7 +38,6 @@ from marble_eval.features.extract import (
     batch_embedder,
     cache_key,
     computing_in,
-    embed_batch,
     loader_for,
     open_cache,
     todo_items,
@@ -119,8 +118,10 @@ class ExtractionModule(pl.LightningModule):
     def transfer_batch_to_device(self, batch: WindowBatch, device: torch.device, dataloader_idx: int) -> WindowBatch:
         return batch  # the embedder copies the (pinned) waves to the device itself, non-blocking
 
-    def predict_step(self, batch: WindowBatch, batch_idx: int) -> Embedded:
-        return embed_batch(self.embedder, batch)
+    def predict_step(self, batch: WindowBatch, batch_idx: int) -> Embedded | None:
+        """This batch's outputs on CPU; on CUDA the previous batch's (one batch late, as in the single-process
+        loop: the writer drains the last one at the end)."""
+        return self.embedder.submit(batch)
 
 
 class ShardWriter(BasePredictionWriter):
@@ -151,6 +152,18 @@ class ShardWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: ExtractionModule, prediction: Any,
                            batch_indices: Any, batch: WindowBatch, batch_idx: int, dataloader_idx: int) -> None:
+        self.collect(prediction, pl_module)
+        if self.heartbeat.dead_peers:
+            self.collect(pl_module.embedder.drain(), pl_module)
+            self.finish(trainer)
+            ranks = ", ".join(str(rank) for rank in sorted(self.heartbeat.dead_peers))
+            raise PeerLost(f"rank(s) {ranks} stopped (no heartbeat for {DEAD_AFTER_SECONDS:.0f} s); this rank "
+                           f"stopped too, its finished items are cached; rerun the same command to resume")
+
+    def collect(self, prediction: Embedded | None, pl_module: ExtractionModule) -> None:
+        """Assemble one batch's outputs; completed items go to shards, failed ones to this rank's failures."""
+        if prediction is None:
+            return
         completed, failed = self.assembler.add(prediction.batch, prediction.states, prediction.frames)
         for item in completed:
             self.shards.add(pl_module.share[item.position].id, item.features, item.frames, item.stamp)
@@ -162,13 +175,9 @@ class ShardWriter(BasePredictionWriter):
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, advance=len(completed) + len(failed),
                         realtime=f"{self.stats['audio_seconds'] / elapsed:.1f}x realtime per rank")
-        if self.heartbeat.dead_peers:
-            self.finish(trainer)
-            ranks = ", ".join(str(rank) for rank in sorted(self.heartbeat.dead_peers))
-            raise PeerLost(f"rank(s) {ranks} stopped (no heartbeat for {DEAD_AFTER_SECONDS:.0f} s); this rank "
-                           f"stopped too, its finished items are cached; rerun the same command to resume")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
+        self.collect(pl_module.embedder.drain(), pl_module)  # the last batch, on CUDA still pending
         self.finish(trainer)
 
     def finish(self, trainer: pl.Trainer) -> None:

@@ -30,7 +30,6 @@ from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, Fea
 from marble_eval.features.embedder import BatchEmbedder, Embedded, worker_preprocess
 from marble_eval.features.windows import (
     BatchPlan,
-    WindowBatch,
     WindowStream,
     decode_jobs,
     default_batch_samples,
@@ -308,16 +307,6 @@ def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
             yield
     finally:
         model.to(model.device, previous)
-
-
-def embed_batch(embedder: BatchEmbedder, batch: WindowBatch) -> Embedded:
-    """Model outputs for the windows of one batch, at once (no overlap with the next batch)."""
-    done = embedder.submit(batch)   # CPU: this batch's outputs; CUDA: None (nothing was pending)
-    last = embedder.drain()         # CUDA: this batch's outputs
-    result = last if last is not None else done
-    if result is None:
-        raise RuntimeError("the embedder returned no outputs for a batch")
-    return result
 
 
 @contextlib.contextmanager
