@@ -14,7 +14,7 @@ DATA_DIR ?=
 DATA_CONFIG ?=
 EVAL_ARGS ?=
 
-.PHONY: setup test test-fast lint eval bench leaderboard clean
+.PHONY: setup test test-fast lint eval bench bench-gpu leaderboard clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_env.sh
 	VENV=$(VENV) PYTHON=$(PYTHON) scripts/setup_env.sh
@@ -41,6 +41,10 @@ leaderboard: setup
 
 bench: setup
 	$(PY) -m bench
+
+# the prepared GPU check: one JSON object (docs/scale.md); `--device cpu --smoke` is the CI form
+bench-gpu: setup
+	$(PY) -m bench.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

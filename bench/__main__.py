@@ -10,7 +10,7 @@ import time
 
 import torch
 
-SECTIONS = ("bench.extraction", "bench.probes")
+SECTIONS = ("bench.extraction", "bench.probes", "bench.loading")
 
 
 def report(name: str, value: float, unit: str) -> None:
@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=[s.split(".")[1] for s in SECTIONS], help="run one section")
     parser.add_argument("--quick", action="store_true", help="smaller inputs (smoke run)")
     args = parser.parse_args(argv)
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     print(f"marble-eval benchmarks on {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}{gpu} "
+          f"(the GPU check with CUDA memory and the grid's speed-up: make bench-gpu)")
     for section in SECTIONS:
         if args.only and not section.endswith(args.only):
             continue

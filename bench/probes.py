@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from marble_eval.devices import probe_device
 from marble_eval.lightning_utils import torch_threads
 from marble_eval.probes import MARBLE_LRS, GridOptions, GridSpec, SplitData, load_recipe, run_grid
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.core import WEIGHTED
 from marble_eval.probes.data import check_data
-from marble_eval.probes.device import probe_device
 from marble_eval.probes.recipe import EarlyStopping, ProbeRecipe
 from marble_eval.probes.synthetic import synthetic_splits
 

@@ -95,9 +95,8 @@ def probe_inputs(cache: FeatureCache, dataset: Dataset) -> ProbeInputs:
         if not items:
             raise MarbleEvalError(f"dataset {dataset.name!r} has no usable {split} items; check its audio "
                                   f"(`marble-eval data check {dataset.name}`)")
-        features, _ = cache.load([item.id for item in items])
-        counts = [len(f) for f in features]
-        item_of_window = np.repeat(np.arange(len(items)), counts)
+        features, item_of_window = cache.load_windows([item.id for item in items])  # one array, no concatenation
+        counts = np.bincount(item_of_window, minlength=len(items))
         labels = dataset.label_matrix(items)
         ids = [item.id for item in items]
         if getattr(dataset, "score_per", "item") == "window":  # every window its own example (VocalSet's 3-s chunks)
@@ -105,7 +104,7 @@ def probe_inputs(cache: FeatureCache, dataset: Dataset) -> ProbeInputs:
             item_of_window = np.arange(len(item_of_window))
         if stats is not None:
             labels = ((labels - stats[0]) / stats[1]).astype(np.float32)
-        data[split] = SplitData(features=np.concatenate(features), item_of_window=item_of_window, labels=labels)
+        data[split] = SplitData(features=features, item_of_window=item_of_window, labels=labels)
         test_ids = ids if split == "test" else test_ids
     return ProbeInputs(data, dict(failures), test_ids, digest, stats)
 

@@ -12,6 +12,7 @@ import pytest
 
 from marble_eval.cli import main
 from marble_eval.datasets.registry import load_dataset
+from marble_eval.devices import check_device
 from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_SOME_SKIPPED, MarbleEvalError
 from marble_eval.features.cache import FeatureCache, locate_cache
 from marble_eval.features.extract import (
@@ -20,7 +21,6 @@ from marble_eval.features.extract import (
     embed_paths,
     extract_dataset,
     open_cache,
-    validate_device,
     validate_settings,
 )
 from marble_eval.models import load_model
@@ -229,9 +229,9 @@ def test_validate_device_names_the_gpus_there_are(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert validate_device("cuda:1") == torch.device("cuda:1")
+    assert check_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(MarbleEvalError, match="has 2 CUDA GPU"):
-        validate_device("cuda:2")
+        check_device("cuda:2")
     with pytest.raises(MarbleEvalError, match="--batch-size 0"):
         validate_settings(ExtractSettings(batch_size=0), "cpu")
 

@@ -172,13 +172,13 @@ def test_a_crash_midway_resumes_to_the_same_cache(model, dataset, tmp_path):
     crashing = copy.copy(model)
     calls = []
 
-    def embed_then_crash(windows, batch_size=8):
-        calls.append(len(windows))
+    def forward_then_crash(batch):
+        calls.append(len(batch))
         if len(calls) > 5:
             raise KeyboardInterrupt("simulated crash")
-        return model.embed_windows(windows, batch_size)
+        return model.pooled_states(batch)
 
-    crashing.embed_windows = embed_then_crash
+    crashing.pooled_states = forward_then_crash  # the forward call, as the extraction loop makes it
     with pytest.raises(KeyboardInterrupt):
         extract_dataset(crashing, dataset, tmp_path / "crashed", settings, splits=("train",), show_progress=False)
     crashed = open_cache(tmp_path / "crashed", model, dataset, settings)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from marble_eval.devices import default_device, probe_device
 from marble_eval.errors import MarbleEvalError
 from marble_eval.probes import GridOptions, GridSpec, SplitData, run_grid
 from marble_eval.probes.core import item_outputs, probe_loss
 from marble_eval.probes.data import check_data
-from marble_eval.probes.device import default_device, probe_device
 from marble_eval.probes.recipe import EarlyStopping, PlateauSchedule, ProbeRecipe
 from marble_eval.probes.synthetic import synthetic_splits
 from marble_eval.tasks import AGGREGATIONS, task_type
@@ -200,7 +200,7 @@ def test_default_device_is_cuda_when_there_is_one() -> None:
     assert probe_device(None) == default_device() and probe_device("cpu") == torch.device("cpu")
     with pytest.raises(MarbleEvalError, match="not a device"):
         probe_device("gpu7")
-    with pytest.raises(MarbleEvalError, match="cpu or cuda"):
+    with pytest.raises(MarbleEvalError, match="the probe grid runs on cpu, cuda"):
         probe_device("meta")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from marble_eval.models.base import PRECISION_CHOICES, normalise_precision
+
 
 def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """--model (repeatable when ``several``: one run per model) and --family."""
@@ -23,11 +25,12 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu for "
                                                        "extraction; the probe grid then uses cuda when available)")
     add_precision_arg(parser, "compute precision of the forward pass")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per forward pass (default: 8 on CPU; on a GPU as many as --batch-seconds holds)")
 
 
 def add_precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
+    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
                         help=f"{what} (default: the protocol's, fp32: the reference, on every device; bf16/fp16 are "
                              "opt-in, their drift is in docs/scale.md; auto is an alias of the default)")
 
@@ -93,5 +96,4 @@ def load_model_from_args(args: argparse.Namespace):
 def resolve_precision(args: argparse.Namespace) -> None:
     """For commands without a protocol (embed, info): ``--precision`` unset or ``auto`` means fp32, the
     reference (issue #16)."""
-    if getattr(args, "precision", None) in (None, "auto"):
-        args.precision = "fp32"
+    args.precision = normalise_precision(getattr(args, "precision", None))

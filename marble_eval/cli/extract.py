@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_scale_args(parser: argparse.ArgumentParser) -> None:
     """Decode workers, batching by audio length, and the distributed launch (docs/scale.md)."""
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="audio decode worker processes (default: 1 on CPU, up to 8 with a GPU; 0 = main process)")
+                        help="audio decode worker processes per process (default: 1 on CPU; with a GPU the cores "
+                             "this process's share of the machine leaves; 0 = main process)")
     parser.add_argument("--batch-seconds", type=float, default=None,
                         help="at most this much audio per forward pass (default: 40 on CPU, 480 on GPU)")
     parser.add_argument("--devices", type=int, default=None,
@@ -56,10 +57,11 @@ def extract_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """0: every item has features; 4: some were skipped (failures.json); 3: none could be extracted."""
+    from marble_eval.models.base import normalise_precision
     from marble_eval.pipeline import extract
 
     summary = extract(args.model, args.dataset, protocol=args.protocol, cache_dir=args.cache_dir,
-                      precision=None if args.precision == "auto" else args.precision,
+                      precision=normalise_precision(args.precision, default=None),
                       window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                       storage=args.storage, show_progress=not args.no_progress, log=print, **model_options(args),
                       **dataset_options(args), **extract_options(args))

@@ -16,6 +16,7 @@ from marble_eval.cli.common import (
     model_options,
 )
 from marble_eval.errors import MarbleEvalError
+from marble_eval.models.base import normalise_precision
 from marble_eval.probe_choices import PROBE_FIELDS, choice_values
 
 DEFAULT_RESULTS = Path("results")
@@ -98,7 +99,7 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             **{field: getattr(args, field) for field in PROBE_FIELDS}, "max_epochs": args.max_epochs,
             "threads": args.threads, "score_per": args.score_per, "probe_device": args.probe_device or getattr(args, "device", None), "results_dir": args.results_dir, "overwrite": args.overwrite,
             "name": args.name, "cache_dir": args.cache_dir,
-            "precision": None if args.precision == "auto" else args.precision,
+            "precision": normalise_precision(args.precision, default=None),
             "window_seconds": args.window_seconds, "max_seconds": args.max_seconds, "storage": args.storage,
             "show_progress": not args.no_progress}
 

@@ -51,6 +51,8 @@ class ItemAssembler:
             self._partial.setdefault(position, _Partial()).windows[window] = (row_states, int(row_frames))
             touched.add(position)
         for position, count, seconds, *stamp in batch.finished:
+            if position in self._failed:  # e.g. a window that did not fit in memory failed it earlier
+                continue
             partial = self._partial.setdefault(position, _Partial())
             partial.expected, partial.seconds = count, seconds
             partial.stamp = stamp[0] if stamp else UNKNOWN_AUDIO

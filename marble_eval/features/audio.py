@@ -1,4 +1,4 @@
-"""Decode, downmix, resample and cut audio into windows (soundfile + soxr)."""
+"""Decode, downmix, resample and cut audio into windows (soundfile, else PyAV; soxr)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import soundfile as sf
 import soxr
 
 from marble_eval.errors import AudioError
+from marble_eval.features.decoders import SOUNDFILE, NativeDecoder, cut_short, decoder_errors, open_decoder
 
 MIN_TRAILING_SECONDS = 1.0  # a trailing window shorter than this is dropped (MARBLE v1)
 STREAM_BLOCK_SECONDS = 10.0  # native-rate seconds decoded per step when streaming
+LOAD_BLOCK_SECONDS = 60.0    # the same when a whole file is loaded at once
 # A file that decodes to less than this fraction of the length its header declares is truncated.
 # (Not 1.0: a VBR MP3 without a Xing header only has an estimated length.)
 TRUNCATION_TOLERANCE = 0.9
@@ -27,56 +29,108 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    decoder: str = ""
 
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-class ForwardSoundFile(sf.SoundFile):
-    """A SoundFile read strictly forward: ``seekable()`` is False, so python-soundfile does not seek
-    to the current position after every read. libsndfile's MP3 decoder loses its bit reservoir on
-    any seek (about 2 corrupt frames per block); read forward, blocks join into exactly the samples
-    of one whole-file read."""
-
-    def seekable(self) -> bool:
-        return False
-
-
 def audio_info(path: Path) -> AudioInfo:
-    """Read the header of ``path`` or raise AudioError with the reason."""
+    """Read the header of ``path`` (libsndfile, else FFmpeg) or raise AudioError with the reason."""
     path = Path(path)
     _check_file(path)
     try:
         info = sf.info(str(path))
-    except Exception as exc:  # libsndfile raises several types with the reason in the text
-        raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+        return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.format), SOUNDFILE)
+    except Exception:  # libsndfile refuses it: FFmpeg may read it
+        pass
+    decoder = _open(path)
+    try:
+        return AudioInfo(decoder.rate, decoder.channels, decoder.declared, path.suffix.lstrip(".").upper(),
+                         decoder.name)
+    finally:
+        decoder.close()
+
+
+def downmix(data: np.ndarray) -> np.ndarray:
+    """[frames, channels] -> mono. Stereo is ``0.5 * (l + r)``: bitwise the samples of ``mean(axis=1)`` (one
+    rounded float32 add, then an exact halving), without numpy's reduction machinery."""
+    if data.shape[1] == 1:
+        return data[:, 0]
+    if data.shape[1] == 2:
+        return 0.5 * (data[:, 0] + data[:, 1])
+    return data.mean(axis=1)
+
+
+class AudioStream:
+    """Mono float32 chunks of ``path`` at ``sample_rate``, decoded in bounded blocks (iterate once).
+
+    ``decoder`` names what decoded the file. Raises AudioError (one line naming the file) for
+    missing, empty, corrupt, unsupported, NaN/Inf-containing, zero-length or visibly truncated
+    audio, possibly after some chunks were yielded; a truncation message says how much was decoded.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, max_seconds: float | None = None,
+                 block_seconds: float = STREAM_BLOCK_SECONDS) -> None:
+        self.path = Path(path)
+        _check_file(self.path)
+        self.sample_rate = sample_rate
+        self.max_seconds = max_seconds
+        self.block_seconds = block_seconds
+        self.decoder = ""
+        self.native_rate = 0
+
+    def native_blocks(self) -> Iterator[np.ndarray]:
+        """[n, channels] float32 blocks at the file's own rate, checked for NaN/Inf and truncation."""
+        path = self.path
+        decoder = _open(path)
+        self.decoder, self.native_rate = decoder.name, decoder.rate
+        limit = -1 if self.max_seconds is None else int(round(self.max_seconds * decoder.rate))
+        total = 0
+        try:
+            blocks = decoder.blocks(limit, max(1, int(self.block_seconds * decoder.rate)))
+            while True:
+                try:
+                    data = next(blocks, None)
+                except decoder_errors() as exc:
+                    raise AudioError(f"{path}: {_decoded(total, decoder.rate)} then the decoder failed "
+                                     f"({_reason(exc)}); not kept") from None
+                if data is None:
+                    break
+                if not np.isfinite(data).all():
+                    raise AudioError(f"{path}: contains NaN or Inf samples")
+                total += len(data)
+                yield data
+        finally:
+            decoder.close()
+        if total == 0:
+            raise AudioError(f"{path}: no audio samples")
+        _check_complete(path, total, decoder.declared, limit, decoder.rate)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        resampler = None
+        for data in self.native_blocks():
+            mono = downmix(data)
+            if self.native_rate != self.sample_rate:
+                if resampler is None:
+                    resampler = soxr.ResampleStream(self.native_rate, self.sample_rate, 1, dtype="float32",
+                                                    quality="HQ")
+                mono = resampler.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32))
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if len(tail):
+                yield np.ascontiguousarray(tail, dtype=np.float32)
 
 
 def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sample_rate``, truncated to ``max_seconds``.
-
-    Raises AudioError (one line naming the file) for missing, empty, corrupt, unsupported,
-    NaN/Inf-containing or zero-length audio.
-    """
-    path = Path(path)
-    _check_file(path)
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            native_rate, declared = int(handle.samplerate), int(handle.frames)
-            limit = -1 if max_seconds is None else int(round(max_seconds * native_rate))
-            data = handle.read(frames=limit, dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
-    if data.size == 0:
-        raise AudioError(f"{path}: no audio samples")
-    _check_complete(path, len(data), declared, limit)
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: contains NaN or Inf samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if native_rate != sample_rate:
-        mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
+    """Decode ``path`` to mono float32 at ``sample_rate``, truncated to ``max_seconds`` (errors: AudioStream)."""
+    stream = AudioStream(path, sample_rate, max_seconds, block_seconds=LOAD_BLOCK_SECONDS)
+    mono = np.concatenate([downmix(block) for block in stream.native_blocks()])
+    if stream.native_rate != sample_rate:
+        mono = soxr.resample(mono, stream.native_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -85,58 +139,21 @@ def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
     """Decode ``path`` in bounded blocks: mono float32 chunks at ``sample_rate`` (same samples as load_audio).
 
     soxr's streaming resampler gives exactly the samples of a one-shot resample, so memory
-    stays at one block however long the file is. Raises AudioError like load_audio, possibly
-    after some chunks were yielded (e.g. NaN samples deep into a file).
+    stays at one block however long the file is.
     """
-    path = Path(path)
-    _check_file(path)
-    try:
-        handle = ForwardSoundFile(str(path))
-    except Exception as exc:
-        raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
-    with handle:
-        native_rate, declared = int(handle.samplerate), int(handle.frames)
-        limit = -1 if max_seconds is None else int(round(max_seconds * native_rate))
-        remaining = None if max_seconds is None else int(round(max_seconds * native_rate))
-        resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ") \
-            if native_rate != sample_rate else None
-        blocksize = max(1, int(block_seconds * native_rate))
-        total = 0
-        while remaining is None or remaining > 0:
-            try:
-                data = handle.read(blocksize if remaining is None else min(blocksize, remaining),
-                                   dtype="float32", always_2d=True)
-            except Exception as exc:
-                raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
-            if data.size == 0:
-                break
-            if not np.isfinite(data).all():
-                raise AudioError(f"{path}: contains NaN or Inf samples")
-            total += len(data)
-            if remaining is not None:
-                remaining -= len(data)
-            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-            if resampler is not None:
-                mono = resampler.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32))
-            if len(mono):
-                yield np.ascontiguousarray(mono, dtype=np.float32)
-        if total == 0:
-            raise AudioError(f"{path}: no audio samples")
-        _check_complete(path, total, declared, limit)
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if len(tail):
-                yield np.ascontiguousarray(tail, dtype=np.float32)
+    yield from AudioStream(path, sample_rate, max_seconds, block_seconds)
 
 
-def stream_windows(path: Path, sample_rate: int, window_seconds: float, max_seconds: float | None = None,
+def stream_windows(path: Path | AudioStream, sample_rate: int, window_seconds: float,
+                   max_seconds: float | None = None,
                    block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """The windows of ``split_windows(load_audio(...))``, decoded and cut as the file streams in.
 
     With a window length, at most one window plus one block is held; whole-clip mode
-    (``window_seconds <= 0``) necessarily holds the whole clip.
+    (``window_seconds <= 0``) necessarily holds the whole clip. ``path`` may be an AudioStream (its
+    ``decoder`` then tells what decoded the file).
     """
-    chunks = stream_audio(path, sample_rate, max_seconds, block_seconds)
+    chunks = path if isinstance(path, AudioStream) else AudioStream(path, sample_rate, max_seconds, block_seconds)
     if window_seconds <= 0:
         yield np.concatenate(list(chunks))
         return
@@ -191,11 +208,31 @@ def _check_file(path: Path) -> None:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
 
-def _check_complete(path: Path, decoded: int, declared: int, limit: int) -> None:
-    """Refuse a file that decodes to much less than its header declares (truncated download or copy)."""
+def _decoded(frames: int, rate: int) -> str:
+    return f"decoded {frames / rate:.1f} s" if rate else "decoded nothing"
+
+
+def _check_complete(path: Path, decoded: int, declared: int, limit: int, rate: int) -> None:
+    """Refuse a file the bytes show to be cut short (truncated download or copy): it decodes to much less
+    than its header states, or (decoded to its end) its own structure shows a cut (decoders.cut_short). The message says how much
+    was decoded and that the item is not kept."""
     expected = declared if limit < 0 else min(declared, limit)
     if 0 < expected and decoded < TRUNCATION_TOLERANCE * expected:
-        raise AudioError(f"{path}: truncated (decoded {decoded} of the {declared} samples its header declares)")
+        raise AudioError(f"{path}: truncated ({_decoded(decoded, rate)} of the {declared / rate:.1f} s its header "
+                         f"states); not kept")
+    if limit < 0 or decoded < limit:
+        cut = cut_short(path)
+        if cut is not None:
+            raise AudioError(f"{path}: truncated ({cut}; {_decoded(decoded, rate)}); not kept")
+
+
+def _open(path: Path) -> NativeDecoder:
+    try:
+        return open_decoder(path)
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from None
 
 
 # libsndfile's text for a file it cannot parse at all (the file exists: _check_file ran first).

@@ -5,7 +5,7 @@ Layout (one folder per dataset x cache key):
     <cache-dir>/<dataset>/<model-slug>-<key digest[:16]>/
         key.json         everything the features depend on (refused if it differs)
         shards/*.npz     features [windows, L, D], frames [windows], offsets [items+1], ids [items],
-                         and per item its audio file's size, mtime_ns and sha256
+                         and per item its audio file's size, mtime_ns and sha256, and the decoder that read it
         index.json       item id -> shard and audio stamp (derived from the shards, rebuilt when they change)
         failures.json    items skipped on the last run, with the reason
         parts/*.json     per-process failures and counts of a distributed run, until merged
@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import stat
+import struct
 import time
 import uuid
 import zipfile
@@ -43,6 +44,7 @@ from marble_eval.files import (
     temporary_path,
     write_error,
 )
+from marble_eval.models.base import normalise_precision
 
 if TYPE_CHECKING:
     from marble_eval.datasets.base import Dataset
@@ -53,11 +55,13 @@ STORAGE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 @dataclass(frozen=True)
 class AudioStamp:
-    """What identifies an item's audio file: size and mtime (cheap to check) and the content sha256."""
+    """What identifies an item's audio file: size and mtime (cheap to check) and the content sha256; and what
+    decoded it (recorded, not compared)."""
 
     size: int
     mtime_ns: int
     sha256: str
+    decoder: str = ""
 
     @property
     def known(self) -> bool:
@@ -67,12 +71,13 @@ class AudioStamp:
 UNKNOWN_AUDIO = AudioStamp(-1, 0, "")  # no stamp (a stream such as a FIFO): such features are never reused
 
 
-def audio_stamp(path: Path) -> AudioStamp:
-    """Size, mtime and sha256 of a regular file; UNKNOWN_AUDIO for anything else (a FIFO is read once only)."""
+def audio_stamp(path: Path, decoder: str = "") -> AudioStamp:
+    """Size, mtime and sha256 of a regular file (and the decoder that read it); UNKNOWN_AUDIO's for anything
+    else (a FIFO is read once only)."""
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
-        return UNKNOWN_AUDIO
-    return AudioStamp(int(info.st_size), int(info.st_mtime_ns), sha256_file(Path(path)))
+        return AudioStamp(UNKNOWN_AUDIO.size, UNKNOWN_AUDIO.mtime_ns, UNKNOWN_AUDIO.sha256, decoder)
+    return AudioStamp(int(info.st_size), int(info.st_mtime_ns), sha256_file(Path(path)), decoder)
 
 
 @dataclass
@@ -192,9 +197,9 @@ class FeatureCache:
         mapping: dict[str, str] = {}
         stamps: dict[str, AudioStamp] = {}
         for name in on_disk:  # sorted by write time: the newest shard holding an id wins
-            for item_id, (size, mtime_ns, sha256) in zip(shards[name], audio[name]):
+            for item_id, (size, mtime_ns, sha256, *decoder) in zip(shards[name], audio[name]):
                 mapping[item_id] = name
-                stamps[item_id] = AudioStamp(int(size), int(mtime_ns), str(sha256))
+                stamps[item_id] = AudioStamp(int(size), int(mtime_ns), str(sha256), str(decoder[0]) if decoder else "")
         self._index = (on_disk, mapping, stamps)
         return mapping, stamps
 
@@ -204,8 +209,9 @@ class FeatureCache:
                 ids = [str(item_id) for item_id in shard["ids"]]
                 if "audio_sha256" not in shard.files:
                     return ids, [[-1, 0, ""] for _ in ids]
-                audio = [[int(size), int(mtime), str(sha)] for size, mtime, sha in
-                         zip(shard["audio_size"], shard["audio_mtime_ns"], shard["audio_sha256"])]
+                decoders = shard["audio_decoder"] if "audio_decoder" in shard.files else [""] * len(ids)
+                audio = [[int(size), int(mtime), str(sha), str(decoder)] for size, mtime, sha, decoder in
+                         zip(shard["audio_size"], shard["audio_mtime_ns"], shard["audio_sha256"], decoders)]
             except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
                 raise self._corrupt(shard_name, exc) from None
         if len(audio) != len(ids):
@@ -294,7 +300,8 @@ class FeatureCache:
                 np.savez(handle, features=features, frames=frames, offsets=offsets, ids=np.array(ids),
                          audio_size=np.array([s.size for s in stamps], dtype=np.int64),
                          audio_mtime_ns=np.array([s.mtime_ns for s in stamps], dtype=np.int64),
-                         audio_sha256=np.array([s.sha256 for s in stamps], dtype="<U64"))
+                         audio_sha256=np.array([s.sha256 for s in stamps], dtype="<U64"),
+                         audio_decoder=np.array([s.decoder for s in stamps], dtype=str))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
@@ -358,7 +365,26 @@ class FeatureCache:
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Features [W, L, D] and frames [W] for each id, in order; names missing ids in the error."""
+        """Features [W, L, D] and frames [W] for each id, in order; names missing ids in the error.
+
+        The features of all ids share one array (each item's is a view of it): see ``load_windows``.
+        """
+        features, frames, counts = self._gather(ids)
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return ([features[bounds[i]:bounds[i + 1]] for i in range(len(ids))],
+                [frames[bounds[i]:bounds[i + 1]] for i in range(len(ids))])
+
+    def load_windows(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(features [all windows of ``ids`` in order, L, D] in the storage dtype, item_of_window [windows] int64).
+
+        Written straight into one preallocated array from memory-mapped shards: only the windows of
+        ``ids`` are read, each once, and peak memory is the result plus one item (what the probe stage
+        loads, split by split, reads every cached byte once).
+        """
+        features, _, counts = self._gather(ids)
+        return features, np.repeat(np.arange(len(ids), dtype=np.int64), counts)
+
+    def _gather(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         index = self.index()
         missing = [item_id for item_id in ids if item_id not in index]
         if missing:
@@ -367,21 +393,77 @@ class FeatureCache:
         by_shard: dict[str, list[int]] = {}
         for position, item_id in enumerate(ids):
             by_shard.setdefault(index[item_id], []).append(position)
-        features: list[np.ndarray] = [np.empty(0)] * len(ids)
-        frames: list[np.ndarray] = [np.empty(0)] * len(ids)
-        for name, positions in by_shard.items():
+        spans: list[tuple[int, int]] = [(0, 0)] * len(ids)  # (shard row start, end) of each id
+        for name, positions in by_shard.items():  # first the small arrays: how many windows each id has
             with self._open_shard(name) as shard:
                 try:
-                    shard_ids = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
-                    offsets, all_features, all_frames = shard["offsets"], shard["features"], shard["frames"]
+                    rows = {str(item_id): row for row, item_id in enumerate(shard["ids"])}
+                    offsets = shard["offsets"]
                 except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
                     raise self._corrupt(name, exc) from None
-                for position in positions:
-                    row = shard_ids[ids[position]]
-                    start, end = offsets[row], offsets[row + 1]
-                    features[position] = all_features[start:end]
-                    frames[position] = all_frames[start:end]
+            for position in positions:
+                row = rows[ids[position]]
+                spans[position] = (int(offsets[row]), int(offsets[row + 1]))
+        counts = np.array([end - start for start, end in spans], dtype=np.int64)
+        destination = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out: np.ndarray | None = None
+        out_frames = np.empty(int(counts.sum()), dtype=np.int64)
+        for name, positions in by_shard.items():  # then each shard once, mapped, straight into place
+            features, frames = self._map_shard(name)
+            if out is None:
+                out = np.empty((int(counts.sum()), self.key.n_hidden_states, self.key.dim), dtype=features.dtype)
+            for position in positions:
+                (start, end), at = spans[position], int(destination[position])
+                if end > len(features):
+                    raise self._corrupt(name, ValueError("offsets run past the features"))
+                out[at:at + end - start] = features[start:end]
+                out_frames[at:at + end - start] = frames[start:end]
+            del features  # unmapped before the next shard: resident pages stay near one shard
+        if out is None:
+            out = np.empty((0, self.key.n_hidden_states, self.key.dim), dtype=STORAGE_DTYPES[self.key.storage])
+        return out, out_frames, counts
+
+    def _map_shard(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(features, frames) of a shard; features memory-mapped (read lazily, once) when the shard stores them
+        uncompressed, as write_shard does; else read."""
+        path = self.shard_dir / name
+        with self._open_shard(name) as shard:
+            try:
+                frames = shard["frames"]
+                features = npz_member_memmap(path, "features")
+                if features is None:
+                    features = shard["features"]
+            except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise self._corrupt(name, exc) from None
+        if features.ndim != 3 or features.shape[1:] != (self.key.n_hidden_states, self.key.dim):
+            raise self._corrupt(name, ValueError(f"features {features.shape} do not match the cache key"))
         return features, frames
+
+def npz_member_memmap(path: Path, member: str) -> np.ndarray | None:
+    """A read-only memory map of array ``member`` of an .npz written by np.savez (stored, not compressed);
+    None when the member is compressed (then it must be read)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{member}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{member}: bad zip local header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{member}: object arrays are refused")
+    if int(np.prod(shape)) == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def dataset_label(dataset: "Dataset") -> str:
@@ -401,7 +483,7 @@ def locate_cache(root: Path, dataset: "Dataset", model_fingerprint: str, setting
     wanted = {"dataset": dataset_label(dataset), "dataset_identity": dataset.identity(),
               "model_fingerprint": model_fingerprint,
               "max_seconds": dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
-              "precision": "fp32" if settings.precision == "auto" else settings.precision,
+              "precision": normalise_precision(settings.precision),
               "storage": settings.storage, "format_version": CACHE_FORMAT_VERSION}
     if settings.window_seconds is not None:
         wanted["window_seconds"] = float(settings.window_seconds)

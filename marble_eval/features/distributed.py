@@ -1,11 +1,14 @@
 """Extraction on several processes, GPUs or machines: Lightning ``Trainer.predict`` with DDP.
 
 Rank 0's list of not-yet-cached items is broadcast, and rank r takes every world_size-th item.
-Each rank decodes in its own DataLoader workers, embeds exactly as the single-process loop does
-(``extract.embed_batch``) and writes shards straight into the cache folder (unique names make
-many writers safe). At the end each rank leaves its failures and counts in ``parts/``, all
-ranks meet at a barrier, and global rank 0 merges: failures.json is the union, the index is
-rebuilt from the shards on disk. The cache folder must be on storage every node sees.
+Each rank decodes in its own DataLoader workers (its share of the node's cores), embeds exactly as
+the single-process loop does (``embedder.BatchEmbedder``) and writes shards straight into the cache
+folder (unique names make many writers safe). At the end each rank leaves its failures and counts
+in ``parts/``; no rank waits at a collective barrier. Ranks beat a heartbeat file (``liveness``):
+global rank 0 waits for the parts of the live ranks, and a rank that dies ends the others within
+minutes (they stop after writing what they finished). Rank 0 then merges: failures.json is the
+union, the index is rebuilt from the shards on disk, and the items of a dead rank are listed as not
+extracted; a rerun resumes. The cache folder must be on storage every node sees.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.strategies import DDPStrategy, Strategy
@@ -29,24 +31,27 @@ from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import MarbleEvalError
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
 from marble_eval.features.cache import FeatureCache
+from marble_eval.features.embedder import Embedded
 from marble_eval.features.extract import (
     ExtractSettings,
     ExtractSummary,
+    batch_embedder,
     cache_key,
     computing_in,
-    embed_batch,
-    num_workers,
+    loader_for,
     open_cache,
     todo_items,
     validate_settings,
     window_stream,
 )
-from marble_eval.features.windows import WindowBatch, window_loader
+from marble_eval.features.liveness import DEAD_AFTER_SECONDS, Heartbeat, RankWatch
+from marble_eval.features.windows import WindowBatch
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.progress import progress_bar
 
-# Ranks finish at different times and wait at the final barrier: far above torch's 30 min default.
-COLLECTIVE_TIMEOUT = timedelta(hours=24)
+# Only the start-up collectives (broadcast, Lightning's set-up barriers) remain, when every rank is alive and
+# loading the same model: a rank that dies there ends the others after this long, not torch's 30 min.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}
 
 
@@ -99,21 +104,24 @@ class ExtractionModule(pl.LightningModule):
         self.share = [by_id[item_id] for item_id in todo_ids[trainer.global_rank::trainer.world_size]]
         key = cache_key(self.encoder, self.dataset, self.settings)
         stream = window_stream(self.encoder, self.dataset, self.share, key, self.settings)
-        return window_loader(stream, num_workers(self.encoder, self.settings))
+        return loader_for(stream, self.encoder, self.settings, local_ranks=max(1, trainer.num_devices))
 
     def on_predict_start(self) -> None:
         self.encoder.to(self.device, self.encoder.precision)
         self.running = contextlib.ExitStack()
         self.running.enter_context(computing_in(self.encoder, self.settings.precision))
+        self.embedder = batch_embedder(self.encoder, self.settings)
 
     def on_predict_end(self) -> None:
         self.running.close()
 
     def transfer_batch_to_device(self, batch: WindowBatch, device: torch.device, dataloader_idx: int) -> WindowBatch:
-        return batch  # embed_windows preprocesses on the host, then moves the stacked windows itself
+        return batch  # the embedder copies the (pinned) waves to the device itself, non-blocking
 
-    def predict_step(self, batch: WindowBatch, batch_idx: int) -> tuple[np.ndarray, np.ndarray]:
-        return embed_batch(self.encoder, batch, self.settings.batch_size)
+    def predict_step(self, batch: WindowBatch, batch_idx: int) -> Embedded | None:
+        """This batch's outputs on CPU; on CUDA the previous batch's (one batch late, as in the single-process
+        loop: the writer drains the last one at the end)."""
+        return self.embedder.submit(batch)
 
 
 class ShardWriter(BasePredictionWriter):
@@ -134,16 +142,29 @@ class ShardWriter(BasePredictionWriter):
         self.shards = ShardBuffer(self.cache, self.shard_items, self.checkpoint_seconds)
         self.stats = {"rank": trainer.global_rank, "items": len(pl_module.share), "extracted": 0, "audio_seconds": 0.0}
         self.failures = {}
+        self.finished = False
         self.started = time.perf_counter()
         self.bar = progress_bar(self.show_progress and trainer.is_global_zero, realtime=True)
         self.bar.start()
         self.task = self.bar.add_task(f"extract rank 0 of {trainer.world_size}", total=len(pl_module.share),
                                       realtime="")
+        self.heartbeat = Heartbeat(self.cache.directory / "parts", trainer.global_rank, trainer.world_size).start()
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: ExtractionModule, prediction: Any,
                            batch_indices: Any, batch: WindowBatch, batch_idx: int, dataloader_idx: int) -> None:
-        states, frames = prediction
-        completed, failed = self.assembler.add(batch, states, frames)
+        self.collect(prediction, pl_module)
+        if self.heartbeat.dead_peers:
+            self.collect(pl_module.embedder.drain(), pl_module)
+            self.finish(trainer)
+            ranks = ", ".join(str(rank) for rank in sorted(self.heartbeat.dead_peers))
+            raise PeerLost(f"rank(s) {ranks} stopped (no heartbeat for {DEAD_AFTER_SECONDS:.0f} s); this rank "
+                           f"stopped too, its finished items are cached; rerun the same command to resume")
+
+    def collect(self, prediction: Embedded | None, pl_module: ExtractionModule) -> None:
+        """Assemble one batch's outputs; completed items go to shards, failed ones to this rank's failures."""
+        if prediction is None:
+            return
+        completed, failed = self.assembler.add(prediction.batch, prediction.states, prediction.frames)
         for item in completed:
             self.shards.add(pl_module.share[item.position].id, item.features, item.frames, item.stamp)
             self.stats["extracted"] += 1
@@ -156,11 +177,42 @@ class ShardWriter(BasePredictionWriter):
                         realtime=f"{self.stats['audio_seconds'] / elapsed:.1f}x realtime per rank")
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: ExtractionModule) -> None:
+        self.collect(pl_module.embedder.drain(), pl_module)  # the last batch, on CUDA still pending
+        self.finish(trainer)
+
+    def finish(self, trainer: pl.Trainer) -> None:
+        """Write what is finished and this rank's part (once); no barrier: rank 0 waits on the part files."""
+        if getattr(self, "finished", False):
+            return
+        self.finished = True
         self.bar.stop()
         self.shards.close()
         self.stats["wall_seconds"] = time.perf_counter() - self.started
         self.cache.write_part(f"rank-{trainer.global_rank}", self.failures, self.stats)
-        trainer.strategy.barrier("marble-eval-extract-parts")
+        self.heartbeat.stop()
+
+
+class PeerLost(MarbleEvalError):
+    """Another rank of a distributed extraction stopped beating: this one stops too (its work is cached)."""
+
+
+def merge_and_list_missing(cache: FeatureCache, todo_ids: list[str], todo_paths: list[str], world_size: int,
+                           dead: set[int]) -> tuple[dict[str, dict[str, str]], list[dict[str, float]]]:
+    """Merge the parts; the items of ``dead`` ranks that are not cached become failures that say so (failures.json
+    tells what is missing; a rerun extracts exactly those)."""
+    parts = cache.directory / "parts"
+    for beat in parts.glob("*.alive") if parts.is_dir() else []:
+        beat.unlink(missing_ok=True)
+    failures, stats = cache.merge_parts()
+    if dead:
+        done = cache.done_ids()
+        for rank in sorted(dead):
+            for item_id, path in list(zip(todo_ids, todo_paths))[rank::world_size]:
+                if item_id not in done and item_id not in failures:
+                    failures[item_id] = {"path": path, "reason": f"not extracted: rank {rank} stopped before it "
+                                                                  f"finished; rerun the same command to resume"}
+        cache.write_failures(dict(sorted(failures.items())))
+    return failures, stats
 
 
 def build_strategy(strategy: str | Strategy | None) -> str | Strategy:
@@ -235,12 +287,18 @@ def extract_distributed(model: AudioEncoder, dataset: Dataset, root: Path, setti
                              num_nodes=num_nodes, strategy=build_strategy(strategy), precision="32-true",
                              logger=False, enable_checkpointing=False, enable_model_summary=False,
                              enable_progress_bar=False, use_distributed_sampler=False, callbacks=[writer])
-        trainer.predict(module, return_predictions=False)
+        try:
+            trainer.predict(module, return_predictions=False)
+        except PeerLost:
+            if not trainer.is_global_zero:
+                raise
     summary = ExtractSummary(cache.directory, total=len(wanted), already_cached=len(wanted) - len(todo),
                              global_rank=trainer.global_rank, world_size=trainer.world_size,
                              changed_audio=len(check.changed), hashed_files=check.hashed, data_dir=dataset.data_dir)
     if trainer.is_global_zero:
-        failures, stats = cache.merge_parts()
+        _, dead = RankWatch(cache.directory / "parts", trainer.world_size).wait()
+        failures, stats = merge_and_list_missing(cache, [item.id for item in todo], [item.path for item in todo],
+                                                 trainer.world_size, dead)
         summary.failures = failures
         summary.extracted = int(sum(part.get("extracted", 0) for part in stats))
         summary.audio_seconds = float(sum(part.get("audio_seconds", 0.0) for part in stats))

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from marble_eval.datasets.base import SPLITS, Dataset, Item
+from marble_eval.devices import check_device
 from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
 from marble_eval.features.audio import split_windows, stream_windows
 from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, FeatureCache, dataset_label
+from marble_eval.features.embedder import BatchEmbedder, Embedded, worker_preprocess
 from marble_eval.features.windows import (
     BatchPlan,
-    WindowBatch,
     WindowStream,
     decode_jobs,
     default_batch_samples,
@@ -37,12 +38,13 @@ from marble_eval.features.windows import (
     window_loader,
 )
 from marble_eval.files import atomic_write_bytes
-from marble_eval.models.base import PRECISIONS, AudioEncoder  # fp32, the reference, is the default (issue #16)
+from marble_eval.models.base import AudioEncoder, normalise_precision  # fp32, the reference, is the default (#16)
 from marble_eval.progress import progress_bar
 
 STORAGES = tuple(STORAGE_DTYPES)
 DEFAULT_CHECKPOINT_SECONDS = 30.0
 DEFAULT_EMBED_WINDOW_SECONDS = 30.0  # `embed`: bounded memory whatever the file length
+DEFAULT_CPU_BATCH_SIZE = 8
 
 
 class ExtractionInterrupted(KeyboardInterrupt):
@@ -62,10 +64,10 @@ class ExtractSettings:
     max_seconds: float | None = None
     precision: str = "fp32"
     storage: str = "fp16"
-    batch_size: int = 8                  # windows per forward pass, at most
+    batch_size: int | None = None        # windows per forward pass, at most (None: 8 on CPU; a GPU: --batch-seconds)
     shard_items: int = 64
     batch_seconds: float | None = None   # audio per forward pass, at most (None: 40 s on CPU, 480 s on GPU)
-    num_workers: int | None = None       # decode workers (None: 1 on CPU, up to 8 for a GPU; 0: main process)
+    num_workers: int | None = None       # decode workers (None: 1 on CPU; a GPU: its rank's cores - 1; 0: main process)
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # finished items reach disk at least this often
 
 
@@ -79,7 +81,7 @@ def validate_settings(settings: ExtractSettings, device: str | torch.device | No
     def finite(value: float | None) -> bool:
         return value is not None and math.isfinite(value)
 
-    _number("--batch-size", settings.batch_size, "1 or more", settings.batch_size >= 1)
+    _number("--batch-size", settings.batch_size, "1 or more", settings.batch_size is None or settings.batch_size >= 1)
     window = settings.window_seconds
     _number("--window-seconds", window, "0 (the whole clip) or a finite number of seconds",
             finite(window) and window >= 0)
@@ -92,35 +94,11 @@ def validate_settings(settings: ExtractSettings, device: str | torch.device | No
     _number("--num-workers", settings.num_workers, "0 (decode in the main process) or more",
             settings.num_workers is None or settings.num_workers >= 0)
     _number("shard_items", settings.shard_items, "1 or more", settings.shard_items >= 1)
-    if settings.precision not in PRECISIONS:
-        raise MarbleEvalError(f"--precision {settings.precision}: use one of {', '.join(PRECISIONS)}")
+    normalise_precision(settings.precision)
     if settings.storage not in STORAGES:
         raise MarbleEvalError(f"--storage {settings.storage}: use one of {', '.join(STORAGES)}")
     if device is not None:
-        validate_device(device)
-
-
-def validate_device(device: str | torch.device) -> torch.device:
-    """The torch device for ``device``, or one line saying why this machine cannot run on it."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise MarbleEvalError(f"--device {device}: not a device; use cpu, cuda, cuda:N or mps") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MarbleEvalError(f"--device {device}: CUDA is not available on this machine (no GPU or a CPU-only torch); use --device cpu")
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            raise MarbleEvalError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
-                                  f"cuda:{count - 1}")
-    elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise MarbleEvalError(f"--device {device}: MPS (Apple GPU) is not available on this machine; "
-                                  f"use --device cpu")
-    elif parsed.type != "cpu":
-        raise MarbleEvalError(f"--device {device}: unsupported device type {parsed.type!r}; use cpu, cuda, "
-                              f"cuda:N or mps")
-    return parsed
+        check_device(device)
 
 
 @dataclass
@@ -155,6 +133,13 @@ class ExtractSummary:
     def realtime(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
+    def _time_line(self, processes: str) -> str:
+        if self.extracted == 0 and self.audio_seconds == 0:
+            what = "every item was already cached" if self.already_cached == self.total else "no audio extracted"
+            return f"time: {self.wall_seconds:.1f} s; {what}"
+        return (f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
+                f"({self.realtime:.1f}x realtime{processes})")
+
     def lines(self) -> list[str]:
         """Human-readable closing summary."""
         processes = f" on {self.world_size} processes" if self.world_size > 1 else ""
@@ -163,8 +148,7 @@ class ExtractSummary:
                f"{len(self.failures)} skipped",
                f"audio: {self.changed_audio} changed file(s) extracted again, {self.hashed_files} file(s) hashed "
                f"to check the cache",
-               f"time: {self.wall_seconds:.1f} s for {self.audio_seconds:.1f} s of audio "
-               f"({self.realtime:.1f}x realtime{processes})"]
+               self._time_line(processes)]
         out += [f"skipped {item_id}: {failure['reason']}" for item_id, failure in sorted(self.failures.items())]
         if self.failures:
             out.append(f"failures listed in {self.cache_dir / 'failures.json'}")
@@ -187,7 +171,7 @@ def cache_key(model: AudioEncoder, dataset: Dataset, settings: ExtractSettings) 
         family=info.family, sample_rate=info.sample_rate, n_hidden_states=info.n_hidden_states, dim=info.dim,
         window_seconds=effective_window(model, dataset, settings),
         max_seconds=dataset.max_seconds if settings.max_seconds is None else settings.max_seconds,
-        precision=settings.precision, storage=settings.storage, model_settings=dict(info.extra),
+        precision=normalise_precision(settings.precision), storage=settings.storage, model_settings=dict(info.extra),
         n_parameters=info.n_parameters,
     )
 
@@ -216,17 +200,27 @@ def batch_plan(model: AudioEncoder, settings: ExtractSettings) -> BatchPlan:
     one-call-per-file contract of the original loop.
     """
     rate = model.info.sample_rate
-    samples = default_batch_samples(model_device(model), rate) if settings.batch_seconds is None \
+    device = model_device(model)
+    samples = default_batch_samples(device, rate) if settings.batch_seconds is None \
         else max(1, int(settings.batch_seconds * rate))
-    return BatchPlan(batch_size=max(1, settings.batch_size), batch_samples=samples,
+    return BatchPlan(batch_size=resolved_batch_size(settings.batch_size, device, samples), batch_samples=samples,
                      mix_files=isinstance(model, AudioEncoder))
+
+
+def resolved_batch_size(batch_size: int | None, device: torch.device, batch_samples: int) -> int:
+    """Windows per forward: as given; else 8 on CPU, and on a GPU as many as the audio budget holds (the
+    budget, ``--batch-seconds``, is then the only bound: 480 s = 16 windows of 30 s)."""
+    if batch_size is not None:
+        return max(1, batch_size)
+    return DEFAULT_CPU_BATCH_SIZE if device.type == "cpu" else max(1, batch_samples)
 
 
 def window_stream(model: AudioEncoder, dataset: Dataset, items: list[Item], key: CacheKey,
                   settings: ExtractSettings) -> WindowStream:
     """The decode side of a run over ``items`` (positions index ``items``)."""
+    preprocess, _ = worker_preprocess(model)
     return WindowStream(decode_jobs(dataset, items), model.info.sample_rate, key.window_seconds, key.max_seconds,
-                        batch_plan(model, settings), min_samples=min_window_samples(model))
+                        batch_plan(model, settings), min_samples=min_window_samples(model), preprocess=preprocess)
 
 
 def min_window_samples(model: AudioEncoder, limit: int = 1 << 20) -> int:
@@ -242,30 +236,55 @@ def min_window_samples(model: AudioEncoder, limit: int = 1 << 20) -> int:
     return high
 
 
-def num_workers(model: AudioEncoder, settings: ExtractSettings) -> int:
-    """Decode workers for this run."""
-    return default_num_workers(model_device(model)) if settings.num_workers is None else settings.num_workers
+def num_workers(model: AudioEncoder, settings: ExtractSettings, local_ranks: int = 1) -> int:
+    """Decode workers for this run (per process; ``local_ranks`` processes share this machine's cores)."""
+    if settings.num_workers is not None:
+        return settings.num_workers
+    return default_num_workers(model_device(model), local_ranks)
+
+
+def batch_embedder(model: AudioEncoder, settings: ExtractSettings) -> BatchEmbedder:
+    """The embedder of a run: preprocessing where ``window_stream``'s workers do not do it."""
+    _, in_main = worker_preprocess(model)
+    return BatchEmbedder(model, settings.batch_size or DEFAULT_CPU_BATCH_SIZE, preprocess_in_main=in_main)
+
+
+def loader_for(stream: WindowStream, model: AudioEncoder, settings: ExtractSettings,
+               local_ranks: int = 1) -> torch.utils.data.DataLoader:
+    """The run's DataLoader: pinned batches when the model is on CUDA."""
+    return window_loader(stream, num_workers(model, settings, local_ranks),
+                         pin_memory=model_device(model).type == "cuda")
+
+
+@contextlib.contextmanager
+def float32_math(precision: str) -> Iterator[None]:
+    """fp32 means IEEE fp32 on CUDA too: TF32 off for matmuls and cudnn convolutions, unless ``precision`` is
+    tf32 (opt-in). torch's process-wide settings are restored afterwards."""
+    mode = "tf32" if normalise_precision(precision) == "tf32" else "ieee"
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    previous = (matmul.fp32_precision, conv.fp32_precision)
+    matmul.fp32_precision, conv.fp32_precision = mode, mode
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = previous
 
 
 @contextlib.contextmanager
 def computing_in(model: AudioEncoder, precision: str) -> Iterator[None]:
     """Run ``model`` in ``precision`` for the duration (the cache key records it, so it must hold)."""
+    precision = normalise_precision(precision)
     if not isinstance(model, AudioEncoder):
-        yield
+        with float32_math(precision):
+            yield
         return
     previous = model.precision
     model.to(model.device, precision)
     try:
-        yield
+        with float32_math(precision):
+            yield
     finally:
         model.to(model.device, previous)
-
-
-def embed_batch(model: AudioEncoder, batch: WindowBatch, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs for the windows of one batch: ([B, L, D] float32, [B] frames)."""
-    if not batch.keys:
-        return np.zeros((0, model.info.n_hidden_states, model.info.dim), np.float32), np.zeros(0, np.int64)
-    return model.embed_windows(batch.windows(), batch_size=max(batch_size, len(batch.keys)))
 
 
 @contextlib.contextmanager
@@ -315,13 +334,16 @@ def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings:
     started = time.perf_counter()
     with interrupted_by_signals(), computing_in(model, settings.precision), \
             ShardBuffer(cache, settings.shard_items, settings.checkpoint_seconds) as shards, \
-            progress_bar(show_progress, realtime=True) as bar:
-        loader = window_loader(window_stream(model, dataset, todo, cache.key, settings), num_workers(model, settings))
+            progress_bar(show_progress and bool(todo), realtime=True) as bar:
+        loader = loader_for(window_stream(model, dataset, todo, cache.key, settings), model, settings)
         assembler = ItemAssembler()
+        embedder = batch_embedder(model, settings)
         task = bar.add_task(f"extract {dataset.name}", total=len(todo), realtime="")
-        for batch in loader:
-            states, frames = embed_batch(model, batch, settings.batch_size)
-            completed, failed = assembler.add(batch, states, frames)
+
+        def collect(done: Embedded | None) -> None:
+            if done is None:
+                return
+            completed, failed = assembler.add(done.batch, done.states, done.frames)
             for item in completed:
                 shards.add(todo[item.position].id, item.features, item.frames, item.stamp)
                 summary.audio_seconds += item.seconds
@@ -331,6 +353,15 @@ def extract_dataset(model: AudioEncoder, dataset: Dataset, root: Path, settings:
             elapsed = time.perf_counter() - started
             bar.update(task, advance=len(completed) + len(failed),
                        realtime=f"{summary.audio_seconds / max(elapsed, 1e-9):.1f}x realtime")
+
+        try:
+            for batch in loader:  # outputs are collected one batch late: the host overlaps the device
+                collect(embedder.submit(batch))
+        except BaseException:  # Ctrl-C, SIGTERM, a crash: the batch already computed is kept too
+            with contextlib.suppress(Exception):
+                collect(embedder.drain())
+            raise
+        collect(embedder.drain())
     cache.write_failures(summary.failures)
     summary.wall_seconds = time.perf_counter() - started
     return summary
@@ -353,13 +384,15 @@ class Embeddings:
 
 
 def embed_paths(model: AudioEncoder, paths: list[Path], window_seconds: float = DEFAULT_EMBED_WINDOW_SECONDS,
-                max_seconds: float | None = None, batch_size: int = 8, show_progress: bool = False) -> Embeddings:
+                max_seconds: float | None = None, batch_size: int | None = 8,
+                show_progress: bool = False) -> Embeddings:
     """Embed each file (frame-weighted mean of every hidden state over its windows); bad files are skipped.
 
     Windows stream in as the file decodes, so a long file needs the memory of one window per batch row.
     """
     if model.info.fixed_window_seconds:
         window_seconds = float(model.info.fixed_window_seconds)
+    batch_size = batch_size or DEFAULT_CPU_BATCH_SIZE
     rows, kept, failures = [], [], {}
     with computing_in(model, getattr(model, "precision", "fp32")), progress_bar(show_progress) as bar:
         task = bar.add_task("embed", total=len(paths))
@@ -375,10 +408,11 @@ def embed_paths(model: AudioEncoder, paths: list[Path], window_seconds: float = 
 
 
 def embed_files(model: AudioEncoder, paths: list[Path], window_seconds: float = 0.0,
-                max_seconds: float | None = None, batch_size: int = 8) -> np.ndarray:
+                max_seconds: float | None = None, batch_size: int | None = 8) -> np.ndarray:
     """[n_files, L, D]: for each file every hidden state averaged over all frames of all windows (raises on bad audio)."""
     if model.info.fixed_window_seconds:
         window_seconds = float(model.info.fixed_window_seconds)
+    batch_size = batch_size or DEFAULT_CPU_BATCH_SIZE
     out = np.zeros((len(paths), model.info.n_hidden_states, model.info.dim), dtype=np.float32)
     with computing_in(model, getattr(model, "precision", "fp32")):
         for row, path in enumerate(paths):

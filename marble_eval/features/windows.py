@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
-from marble_eval.features.audio import stream_windows
+from marble_eval.features.audio import AudioStream, stream_windows
 from marble_eval.features.cache import audio_stamp
 
 DEFAULT_BATCH_SECONDS = {"cpu": 40.0, "cuda": 480.0}  # audio per forward: CPU activations grow ~35 MB per s
@@ -40,14 +40,21 @@ class DecodeJob:
 class WindowBatch:
     """Equal-length raw windows from one or more items, plus item events decoded before it was sent."""
 
-    waves: torch.Tensor                      # [B, T] float32, not yet model-preprocessed
+    waves: torch.Tensor                      # [B, T] float32 (model-preprocessed when ``preprocessed``)
     keys: list[tuple[int, int]]              # (item position, window index) of each row
     finished: list[tuple] = field(default_factory=list)   # (position, n windows, seconds, AudioStamp)
     failed: list[tuple[int, str]] = field(default_factory=list)           # (position, reason)
+    preprocessed: bool = False               # the decode worker applied the model's per-window normalisation
 
     def windows(self) -> list[np.ndarray]:
         """The rows as numpy arrays (what AudioEncoder.embed_windows takes)."""
         return list(self.waves.numpy()) if self.keys else []
+
+    def pin_memory(self) -> "WindowBatch":
+        """The same batch with its waves in page-locked memory (the DataLoader calls this when pinning)."""
+        if self.keys:
+            self.waves = self.waves.pin_memory()
+        return self
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,9 @@ def decode_jobs(dataset: Dataset, items: Sequence[Item]) -> list[DecodeJob]:
 class _Batcher:
     """Groups (key, window) pairs by length into batches; bounded number of held windows."""
 
-    def __init__(self, plan: BatchPlan) -> None:
+    def __init__(self, plan: BatchPlan, preprocessed: bool = False) -> None:
         self.plan = plan
+        self.preprocessed = preprocessed
         self.buckets: dict[int, list[tuple[tuple[int, int], np.ndarray]]] = {}  # insertion order = age
         self.finished: list[tuple] = []
         self.failed: list[tuple[int, str]] = []
@@ -119,7 +127,7 @@ class _Batcher:
 
     def _batch(self, keys: list[tuple[int, int]], waves: list[np.ndarray]) -> WindowBatch:
         tensor = torch.from_numpy(np.stack(waves)) if waves else torch.zeros((0, 0), dtype=torch.float32)
-        batch = WindowBatch(tensor, keys, self.finished, self.failed)
+        batch = WindowBatch(tensor, keys, self.finished, self.failed, self.preprocessed)
         self.finished, self.failed = [], []
         return batch
 
@@ -128,7 +136,8 @@ class WindowStream(IterableDataset):
     """Batches of windows of ``jobs``; under a DataLoader each worker takes every k-th job."""
 
     def __init__(self, jobs: Sequence[DecodeJob], sample_rate: int, window_seconds: float,
-                 max_seconds: float | None, plan: BatchPlan, min_samples: int = 1) -> None:
+                 max_seconds: float | None, plan: BatchPlan, min_samples: int = 1,
+                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         super().__init__()
         self.jobs = list(jobs)
         self.sample_rate = sample_rate
@@ -136,11 +145,12 @@ class WindowStream(IterableDataset):
         self.max_seconds = max_seconds
         self.plan = plan
         self.min_samples = max(1, min_samples)  # shorter windows give the model no frame: the item fails
+        self.preprocess = preprocess  # the model's per-window normalisation, run here in the worker
 
     def __iter__(self) -> Iterator[WindowBatch]:
         worker = get_worker_info()
         jobs = self.jobs if worker is None else self.jobs[worker.id::worker.num_workers]
-        batcher = _Batcher(self.plan)
+        batcher = _Batcher(self.plan, preprocessed=self.preprocess is not None)
         for job in jobs:
             yield from self._decode(job, batcher)
             if not self.plan.mix_files or not batcher.buckets:
@@ -155,13 +165,16 @@ class WindowStream(IterableDataset):
             return
         count, samples = 0, 0
         try:
-            for window in stream_windows(job.path, self.sample_rate, self.window_seconds, self.max_seconds):
+            audio = AudioStream(Path(job.path), self.sample_rate, self.max_seconds)
+            for window in stream_windows(audio, self.sample_rate, self.window_seconds):
                 if len(window) < self.min_samples:  # only ever a clip's sole window (short tails are dropped)
                     batcher.fail(job.position, f"{job.path}: too short ({1000 * len(window) / self.sample_rate:.1f} "
                                                f"ms; the model needs at least {self.min_samples} samples at "
                                                f"{self.sample_rate} Hz)")
                     return
                 samples += len(window)
+                if self.preprocess is not None:
+                    window = self.preprocess(window)
                 yield from batcher.add((job.position, count), window)
                 count += 1
         except AudioError as exc:
@@ -171,7 +184,7 @@ class WindowStream(IterableDataset):
             batcher.fail(job.position, f"{job.path}: no audio samples")
             return
         try:  # after the decode: the bytes are in the page cache, hashing them is cheap
-            stamp = audio_stamp(Path(job.path))
+            stamp = audio_stamp(Path(job.path), audio.decoder)
         except OSError as exc:
             batcher.fail(job.position, f"{job.path}: cannot read ({exc.strerror or exc})")
             return
@@ -182,10 +195,21 @@ def _keep(batch: WindowBatch) -> WindowBatch:
     return batch
 
 
-def default_num_workers(device: torch.device | str) -> int:
-    """Decode workers when not set: decoding is ~1% of a CPU forward, so one; more to feed a GPU."""
-    cores = os.cpu_count() or 2
-    return 1 if torch.device(device).type == "cpu" else max(1, min(8, cores - 1))
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: what a batch scheduler granted)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
+def default_num_workers(device: torch.device | str, local_ranks: int = 1, cores: int | None = None) -> int:
+    """Decode workers when not set: decoding is ~1% of a CPU forward, so one on CPU; to feed a GPU, every core
+    this rank's share of the node leaves after its own main process (bf16 MERT-95M wants ~23 cores of MP3)."""
+    if torch.device(device).type == "cpu":
+        return 1
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // max(1, local_ranks) - 1)
 
 
 def default_batch_samples(device: torch.device | str, sample_rate: int) -> int:
@@ -194,10 +218,12 @@ def default_batch_samples(device: torch.device | str, sample_rate: int) -> int:
     return int(seconds * sample_rate)
 
 
-def window_loader(stream: WindowStream, num_workers: int) -> DataLoader:
-    """A DataLoader over ``stream`` that hands batches over unchanged."""
+def window_loader(stream: WindowStream, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``stream`` that hands the workers' batches over unchanged (pinned for a CUDA copy when
+    ``pin_memory``), in whatever order the workers finish them (items are assembled from any order)."""
     if num_workers < 0:
         raise MarbleEvalError(f"--num-workers {num_workers}: must be 0 (decode in the main process) or more")
     workers = min(num_workers, max(len(stream.jobs), 1))
     return DataLoader(stream, batch_size=None, collate_fn=_keep, num_workers=workers,
-                      prefetch_factor=2 if workers else None, persistent_workers=False)
+                      prefetch_factor=2 if workers else None, persistent_workers=False,
+                      pin_memory=pin_memory and torch.cuda.is_available(), in_order=not workers)

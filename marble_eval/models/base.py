@@ -16,7 +16,23 @@ from typing import Any
 import numpy as np
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from marble_eval.errors import MarbleEvalError
+
+# Compute precisions of the forward pass. fp32 is strict fp32 (TF32 off on CUDA); tf32 lets CUDA matmuls and
+# convolutions use TF32 (opt-in, recorded in the cache key like the others). "auto" is an alias of fp32.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISION_ALIASES = {"auto": "fp32"}
+PRECISION_CHOICES = (*PRECISIONS, *PRECISION_ALIASES)
+
+
+def normalise_precision(value: str | None, default: str | None = "fp32") -> str | None:
+    """The one place a precision is resolved: None -> ``default``, an alias -> its precision; else refused."""
+    if value is None:
+        return default
+    value = PRECISION_ALIASES.get(value, value)
+    if value not in PRECISIONS:
+        raise MarbleEvalError(f"--precision {value}: use one of {', '.join(PRECISION_CHOICES)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,16 +66,15 @@ class AudioEncoder(ABC):
 
     def to(self, device: str | torch.device = "cpu", precision: str = "fp32") -> "AudioEncoder":
         """Move to ``device``; ``precision`` selects autocast for the forward (weights stay fp32)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        precision = normalise_precision(precision)
         self.device = torch.device(device)
         self.precision = precision
         self.module.to(self.device)
         return self
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Autocast context for the chosen precision (no-op for fp32)."""
-        if self.precision == "fp32":
+        """Autocast context for the chosen precision (no-op for fp32 and tf32)."""
+        if self.precision in ("fp32", "tf32"):
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from pydantic import RootModel
 
+from marble_eval.devices import probe_device
 from marble_eval.errors import MarbleEvalError
 from marble_eval.lightning_utils import torch_threads
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.checkpoint import GridCheckpoint, grid_digest
 from marble_eval.probes.core import EVAL_ROWS, WEIGHTED, Layer
 from marble_eval.probes.data import SplitData, SplitTensors, check_data
-from marble_eval.probes.device import probe_device
 from marble_eval.probes.evaluation import split_metrics
 from marble_eval.probes.lightning_utils import deterministic_on, make_trainer, quiet_fit
 from marble_eval.probes.progress import ProbeProgress
@@ -271,7 +271,7 @@ def run_grid(data: dict[str, SplitData], recipe: ProbeRecipe, grid: GridSpec, ta
     what is missing; its result equals an uninterrupted run's.
 
     ``device``: where the probes train (cpu, cuda, cuda:N); None: ``cuda`` when torch sees a GPU, else
-    ``cpu`` (probes.device.default_device). The features go there once. CPU is the reference: on CUDA
+    ``cpu`` (marble_eval.devices.default_device). The features go there once. CPU is the reference: on CUDA
     results agree with it within the tolerances of docs/probes.md, not bit for bit."""
     started = time.perf_counter()
     progress, max_epochs, chunk_size, threads = options.progress, options.max_epochs, options.chunk_size, options.threads
