@@ -19,7 +19,6 @@ It measures, in one run:
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import platform
 import sys
@@ -28,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bench.extraction import FULL_SIZE, RATE, _dataset, forward_flops, matmul_peak_flops, write_clip
@@ -81,25 +79,14 @@ def extraction_speed(model_dir: Path, paths: list[Path], work: Path, device: tor
     return summary.audio_seconds / seconds, seconds
 
 
-def grid_speedup(device: torch.device, smoke: bool) -> float | str:
-    """The probe grid's wall-clock speed-up on ``device`` over the CPU (same data, recipe and grid)."""
-    from marble_eval.probes import GridSpec, load_recipe, run_grid
-    from marble_eval.probes.synthetic import synthetic_splits
+def grid_speedup(device: torch.device, smoke: bool) -> float:
+    """The probe grid's wall-clock speed-up on ``device`` over the CPU grid of the same machine
+    (bench.probes.grid_speedup: one seed of the MARBLE grid on an MTAT-shaped synthetic cache)."""
+    from bench.probes import grid_speedup as measure
 
-    if "device" not in inspect.signature(run_grid).parameters:
-        return "unavailable: marble_eval.probes.grid.run_grid has no device keyword yet"
-    sizes = (600, 100, 150) if smoke else (3000, 300, 860)
-    n_states, dim, n_tags = (4, 32, 8) if smoke else (13, 768, 50)
-    data = synthetic_splits(sizes=sizes, n_states=n_states, dim=dim, n_tags=n_tags, dtype=np.float16, seed=0)
-    tags, recipe, grid = [f"tag{i}" for i in range(n_tags)], load_recipe("mlp"), GridSpec.marble(n_states, [0])
-    times = {}
-    for where in ("cpu", str(device)):
-        started = time.perf_counter()
-        run_grid(data, recipe, grid, "multilabel", tags, progress=False, max_epochs=1 if smoke else 3, device=where)
-        synchronize(torch.device(where))
-        times[where] = time.perf_counter() - started
-        log(f"probe grid on {where}: {times[where]:.1f} s")
-    return times["cpu"] / times[str(device)]
+    figures = measure(str(device), smoke=smoke)
+    log(f"probe grid: cpu {figures['cpu_seconds']:.1f} s, {figures['device']} {figures['device_seconds']:.1f} s")
+    return float(figures["speedup"])
 
 
 def run(device: torch.device, smoke: bool, work: Path) -> dict[str, Any]:

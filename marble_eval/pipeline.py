@@ -211,6 +211,7 @@ def train_plan(plan: ProbePlan, inputs: ProbeInputs, show_progress: bool = False
         grid=[GridConfig(**config) for config in grid_result["configs"]],
         excluded_tags=grid_result.get("excluded_tags", []),
         zeroed_tags=grid_result.get("zeroed_tags", []),
+        warnings=list(trained.meta.get("warnings", [])),
         environment=environment(),
         timings=Timings(load_seconds=0.0, probe_seconds=round(finished - started, 3)),
     )
@@ -300,6 +301,8 @@ def probe_stage(run: PairRun, cache: FeatureCache, info: ModelInfo) -> tuple[Pro
             write_predictions(path, predictions.item_ids, predictions.y_true, predictions.outputs, predictions.seeds,
                               predictions.tags, task=run.dataset.task)
         run.say(f"results: {path}")
+    for warning in result.warnings:
+        run.say(f"warning: {warning}")
     run.say(summary_line(result))
     return result, False
 

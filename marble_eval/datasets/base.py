@@ -56,7 +56,7 @@ class Dataset:
     version: str = "1"
     data_dir: Path | None = None
     max_seconds: float | None = None      # truncate audio (ccml: 150 s makam, ...)
-    window_seconds: float = 0.0           # 0 = whole clip in one window
+    window_seconds: float | None = None   # 0 = whole clip in one window; None = the model's native context
     notes: list[str] = field(default_factory=list)  # warnings to show the user (vocabulary drift, ...)
     missing_labels: str | None = None     # why labels are unavailable (splits still valid); None = labelled
     vocabulary_source: str = "counted"    # "counted" over the items, "published" list, or "fixed" in the YAML
@@ -79,7 +79,9 @@ class Dataset:
         """
         content = {"name": self.name, "version": self.version, "task": self.task,
                    "vocabulary": list(self.vocabulary), "vocabulary_source": self.vocabulary_source,
-                   "max_seconds": self.max_seconds, "window_seconds": self.window_seconds,
+                   "max_seconds": self.max_seconds,
+                   # an open window (None) keeps the old identity; the window used is in the cache key
+                   "window_seconds": 0.0 if self.window_seconds is None else self.window_seconds,
                    "limit": self.limit,
                    "items": [[item.id, item.split, item.path, list(item.tags)]
                              + ([list(item.targets)] if item.targets else []) for item in self.items]}

@@ -76,7 +76,7 @@ class AudioSettings:
 
     layout: str = "{path}"          # format string over the fields the source gives each item ({id} always)
     max_seconds: float | None = Field(default=None, gt=0)
-    window_seconds: float = Field(default=0.0, ge=0)
+    window_seconds: float | None = Field(default=None, ge=0)  # None: the model's native context, else whole clip
     # "drop": a last window shorter than window_seconds is not used (GiantSteps keeps only full 30-s clips)
     partial_windows: Literal["keep", "drop"] = "keep"
     # what one prediction is scored on: the item (its windows' logits averaged), or each window on its own

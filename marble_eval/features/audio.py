@@ -14,6 +14,7 @@ from marble_eval.errors import AudioError
 from marble_eval.features.decoders import SOUNDFILE, NativeDecoder, cut_short, decoder_errors, open_decoder
 
 MIN_TRAILING_SECONDS = 1.0  # a trailing window shorter than this is dropped (MARBLE v1)
+FULL_WINDOW_TOLERANCE_SECONDS = 0.05  # drop_partial: a window this much short of full still counts as full
 STREAM_BLOCK_SECONDS = 10.0  # native-rate seconds decoded per step when streaming
 LOAD_BLOCK_SECONDS = 60.0    # the same when a whole file is loaded at once
 # A file that decodes to less than this fraction of the length its header declares is truncated.
@@ -146,12 +147,13 @@ def stream_audio(path: Path, sample_rate: int, max_seconds: float | None = None,
 
 def stream_windows(path: Path | AudioStream, sample_rate: int, window_seconds: float,
                    max_seconds: float | None = None,
-                   block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+                   block_seconds: float = STREAM_BLOCK_SECONDS, drop_partial: bool = False) -> Iterator[np.ndarray]:
     """The windows of ``split_windows(load_audio(...))``, decoded and cut as the file streams in.
 
     With a window length, at most one window plus one block is held; whole-clip mode
     (``window_seconds <= 0``) necessarily holds the whole clip. ``path`` may be an AudioStream (its
-    ``decoder`` then tells what decoded the file).
+    ``decoder`` then tells what decoded the file). ``drop_partial``: only full windows (see
+    ``is_full_window``), as GiantSteps' 30-s clips in MARBLE v1.
     """
     chunks = path if isinstance(path, AudioStream) else AudioStream(path, sample_rate, max_seconds, block_seconds)
     if window_seconds <= 0:
@@ -173,14 +175,25 @@ def stream_windows(path: Path | AudioStream, sample_rate: int, window_seconds: f
     if held == 0:
         return
     tail = np.concatenate(pending)
-    if emitted == 0 or len(tail) >= MIN_TRAILING_SECONDS * sample_rate:
+    if drop_partial:
+        if is_full_window(len(tail), size, sample_rate):
+            yield tail
+    elif emitted == 0 or len(tail) >= MIN_TRAILING_SECONDS * sample_rate:
         yield tail
+
+
+def is_full_window(n_samples: int, size: int, sample_rate: int) -> bool:
+    """Whether a window of ``n_samples`` counts as full when partial windows are dropped: at most
+    ``FULL_WINDOW_TOLERANCE_SECONDS`` short (MARBLE v1 keeps the GiantSteps clips that decode a few
+    milliseconds under 30 s)."""
+    return n_samples >= size - FULL_WINDOW_TOLERANCE_SECONDS * sample_rate
 
 
 def split_windows(wave: np.ndarray, sample_rate: int, window_seconds: float) -> list[np.ndarray]:
     """Non-overlapping windows of ``window_seconds`` (0 = the whole clip as one window).
 
-    A trailing window under 1 s is dropped unless it is the only one.
+    A trailing window under 1 s is dropped unless it is the only one (``stream_windows`` cuts the same
+    windows as the file streams in).
     """
     if window_seconds <= 0 or len(wave) <= int(round(window_seconds * sample_rate)):
         return [wave]

@@ -156,10 +156,16 @@ class ExtractSummary:
 
 
 def effective_window(model: AudioEncoder, dataset: Dataset, settings: ExtractSettings) -> float:
-    """Window length actually used: a fixed-window model's own, else the setting, else the dataset's."""
+    """Window length actually used (recorded in the cache key): a fixed-window model's own, else the setting,
+    else the dataset's, else (a dataset that leaves it open) the model family's native context (MuQ,
+    MusicFM, Whisper 30 s, Dasheng 10.08 s), else the whole clip."""
     if model.info.fixed_window_seconds:
         return float(model.info.fixed_window_seconds)
-    return float(dataset.window_seconds if settings.window_seconds is None else settings.window_seconds)
+    if settings.window_seconds is not None:
+        return float(settings.window_seconds)
+    if dataset.window_seconds is not None:
+        return float(dataset.window_seconds)
+    return float(model.info.native_window_seconds or 0.0)
 
 
 def cache_key(model: AudioEncoder, dataset: Dataset, settings: ExtractSettings) -> CacheKey:
@@ -220,7 +226,8 @@ def window_stream(model: AudioEncoder, dataset: Dataset, items: list[Item], key:
     """The decode side of a run over ``items`` (positions index ``items``)."""
     preprocess, _ = worker_preprocess(model)
     return WindowStream(decode_jobs(dataset, items), model.info.sample_rate, key.window_seconds, key.max_seconds,
-                        batch_plan(model, settings), min_samples=min_window_samples(model), preprocess=preprocess)
+                        batch_plan(model, settings), min_samples=min_window_samples(model), preprocess=preprocess,
+                        drop_partial=dataset.drop_partial_windows and key.window_seconds > 0)
 
 
 def min_window_samples(model: AudioEncoder, limit: int = 1 << 20) -> int:

@@ -137,7 +137,7 @@ class WindowStream(IterableDataset):
 
     def __init__(self, jobs: Sequence[DecodeJob], sample_rate: int, window_seconds: float,
                  max_seconds: float | None, plan: BatchPlan, min_samples: int = 1,
-                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None, drop_partial: bool = False) -> None:
         super().__init__()
         self.jobs = list(jobs)
         self.sample_rate = sample_rate
@@ -146,6 +146,7 @@ class WindowStream(IterableDataset):
         self.plan = plan
         self.min_samples = max(1, min_samples)  # shorter windows give the model no frame: the item fails
         self.preprocess = preprocess  # the model's per-window normalisation, run here in the worker
+        self.drop_partial = drop_partial  # only full windows (the dataset's audio.partial_windows: drop)
 
     def __iter__(self) -> Iterator[WindowBatch]:
         worker = get_worker_info()
@@ -166,7 +167,8 @@ class WindowStream(IterableDataset):
         count, samples = 0, 0
         try:
             audio = AudioStream(Path(job.path), self.sample_rate, self.max_seconds)
-            for window in stream_windows(audio, self.sample_rate, self.window_seconds):
+            for window in stream_windows(audio, self.sample_rate, self.window_seconds,
+                                         drop_partial=self.drop_partial):
                 if len(window) < self.min_samples:  # only ever a clip's sole window (short tails are dropped)
                     batcher.fail(job.position, f"{job.path}: too short ({1000 * len(window) / self.sample_rate:.1f} "
                                                f"ms; the model needs at least {self.min_samples} samples at "
@@ -181,7 +183,9 @@ class WindowStream(IterableDataset):
             batcher.fail(job.position, str(exc))
             return
         if count == 0:
-            batcher.fail(job.position, f"{job.path}: no audio samples")
+            full = f" (no full {self.window_seconds:g}-s window: this dataset drops partial windows)" \
+                if self.drop_partial else ""
+            batcher.fail(job.position, f"{job.path}: no audio samples{full}")
             return
         try:  # after the decode: the bytes are in the page cache, hashing them is cheap
             stamp = audio_stamp(Path(job.path), audio.decoder)

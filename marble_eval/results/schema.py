@@ -278,6 +278,8 @@ class ProbeResult(_Record):
                                      "averages")
     zeroed_tags: list[str] = Field(default_factory=list, description="tags of the test split scored 0 and "
                                    "averaged in (`empty_tags: zero`)")
+    warnings: list[str] = Field(default_factory=list, description="what the probe stage warned about, e.g. a "
+                                "seed whose selected probe never trained, with what to run instead")
     environment: EnvironmentRecord = Field(description="software versions")
     timings: Timings = Field(description="seconds per probe-stage step")
 
