@@ -11,6 +11,7 @@ import marble_eval.features.extract as extract_module
 import marble_eval.run as run_module
 from marble_eval.errors import MarbleEvalError
 from marble_eval.features.cache import FeatureCache
+from tests.conftest import REFERENCE_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,28 @@ def test_seeds_zero_on_the_command_line_exits_2_before_extraction(tmp_path, caps
 
 def test_dir_of_the_package_names_the_api():
     assert set(dir(marble_eval)) == set(marble_eval.__all__)
+
+
+def test_the_marble_suite_runs_what_the_data_config_has_and_reports_the_rest(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from marble_eval.datasets.registry import MARBLE_TASKS
+    from marble_eval.suites import evaluate_suite, suite_lines
+
+    audio = tmp_path / "gtzan"
+    dataset = marble_eval.load_dataset("gtzan", data_dir=audio, limit=2, reference_dir=REFERENCE_DIR)
+    rng = np.random.default_rng(0)
+    for item in dataset.items:  # the smoke run's items: two per split, synthetic audio in GTZAN's layout
+        (audio / item.path).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(audio / item.path, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    config = tmp_path / "data.yaml"
+    config.write_text(f"gtzan: {{data_dir: {audio}}}\n")
+    outcomes = evaluate_suite(["fixture"], "marble", data_config=config, dataset_options={"limit": 2, "reference_dir": REFERENCE_DIR}, seeds=1,
+                              grid="quick", max_epochs=1, cache_dir=tmp_path / "cache",
+                              results_dir=tmp_path / "results", probe_device="cpu")
+    status = {outcome.dataset: outcome.status for outcome in outcomes}
+    assert list(status) == list(MARBLE_TASKS)
+    assert status["gtzan"] == "ran" and outcomes[0].result.summary["accuracy"].n == 1
+    assert {status[name] for name in MARBLE_TASKS[1:]} == {"missing"}
+    assert suite_lines(outcomes)[-1] == "suite: 12 pairs: 1 ran, 0 already done, 0 failed, 11 without data"

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         for line in suite_lines(outcomes):
             print(line)
         code = EXIT_SUITE_INCOMPLETE if any(outcome.status == "failed" for outcome in outcomes) else EXIT_OK
-    print(f"marble-eval leaderboard --results-dir {args.results_dir}")
+    layout = "marble" if "marble" in [part.strip() for part in str(args.dataset).split(",")] else "culturemert"
+    print(f"marble-eval leaderboard --results-dir {args.results_dir}" + (" --layout marble" if layout == "marble" else ""))
     leaderboard.run(argparse.Namespace(results_dir=args.results_dir, format="md", recipe=None, published=False,
-                                       bootstrap=1000, smoke=args.limit is not None))
+                                       bootstrap=1000, smoke=args.limit is not None, layout=layout))
     return code
