@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from marble_eval.cli import data as data_cli
 from marble_eval.cli import datasets as datasets_cli
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.errors import MarbleEvalError
+from tests.cli_helpers import run_subcommands
 
 
 def reference_root() -> Path:
@@ -25,19 +23,8 @@ def reference_root() -> Path:
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the two commands through their own parser, as marble_eval.cli.main does."""
-    parser = argparse.ArgumentParser(prog="marble-eval")
-    subparsers = parser.add_subparsers()
-    data_cli.register(subparsers)
-    datasets_cli.register(subparsers)
-    args = parser.parse_args(argv)
-    try:
-        code = args.run(args)
-    except MarbleEvalError as exc:
-        print(f"marble-eval: error: {exc}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
+    """Run `marble-eval data ...` and `marble-eval datasets` in-process."""
+    return run_subcommands(argv, capsys, data_cli, datasets_cli)
 
 
 def test_datasets_lists_every_benchmark_with_published_sizes(capsys) -> None:

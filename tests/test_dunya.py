@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import http.server
 import json
 import os
@@ -22,6 +21,7 @@ from marble_eval.datasets.sources.dunya import DunyaOptions
 from marble_eval.datasets.sources.dunya_api import fetch_metadata
 from marble_eval.errors import MarbleEvalError
 from marble_eval.files import sha256_file
+from tests.cli_helpers import run_subcommands
 
 TOKEN = "secret-token"
 
@@ -35,17 +35,8 @@ def reference_root() -> Path:
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run `marble-eval data ...` through its own parser, as marble_eval.cli.main does."""
-    parser = argparse.ArgumentParser(prog="marble-eval")
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.run(args)
-    except MarbleEvalError as exc:
-        print(f"marble-eval: error: {exc}", file=__import__("sys").stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
+    """Run `marble-eval data ...` in-process."""
+    return run_subcommands(argv, capsys, data_cli)
 
 
 @pytest.fixture(scope="module")

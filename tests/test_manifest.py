@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from marble_eval.cli import data as data_cli
 from marble_eval.datasets.registry import load_dataset
 from marble_eval.errors import MarbleEvalError
 from marble_eval.metrics.keys import KEY_CLASSES
+from tests.cli_helpers import run_subcommands
 
 ROWS = [  # path, split, labels
     ("a/one.wav", "train", "rock|guitar"),
@@ -29,17 +28,8 @@ ROWS = [  # path, split, labels
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run `marble-eval data ...` through its own parser, as marble_eval.cli.main does."""
-    parser = argparse.ArgumentParser(prog="marble-eval")
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.run(args)
-    except MarbleEvalError as exc:
-        print(f"marble-eval: error: {exc}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
-    return code, out, err
+    """Run `marble-eval data ...` in-process."""
+    return run_subcommands(argv, capsys, data_cli)
 
 
 def write_yaml(folder: Path, manifest: str, extra: str = "vocabulary: {rule: top_n, n: 3}\n") -> Path:

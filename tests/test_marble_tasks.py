@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from marble_eval.datasets.sources.vocalset import SPLIT_NOTE, VocalSetOptions, s
 from marble_eval.datasets.summary import describe
 from marble_eval.errors import MarbleEvalError
 from marble_eval.tasks import expand_metrics, task_type
+from tests.cli_helpers import run_subcommands
 from tests.conftest import REFERENCE_DIR
 
 MINE = ("gtzan", "emo", "nsynth-instrument", "nsynth-pitch", "vocalset-singer", "vocalset-technique", "mtat-marble")
@@ -35,15 +35,7 @@ def _reference_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def cli_json(argv: list[str], capsys) -> dict:
-    parser = argparse.ArgumentParser(prog="marble-eval")
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.run(args)
-    except MarbleEvalError as exc:
-        print(f"marble-eval: error: {exc}", file=sys.stderr)
-        code = 2
-    out, err = capsys.readouterr()
+    code, out, err = run_subcommands(argv, capsys, data_cli)
     assert code == 0, err
     return json.loads(out)
 
