@@ -45,6 +45,15 @@ METRICS: dict[str, MetricSpec] = {spec.key: spec for spec in (
 )}
 
 
+# Validation scores made of several metrics (a protocol's `selection` may name one): their mean.
+COMPOSITE_SCORES: dict[str, tuple[str, ...]] = {"roc_auc_ap_mean": ("roc_auc", "map")}  # the MARBLE paper's
+
+
+def score_parts(score: str) -> tuple[str, ...]:
+    """The metrics a selection score averages: a composite's parts, or the metric itself."""
+    return COMPOSITE_SCORES.get(score, (score,))
+
+
 def metric_spec(key: str) -> MetricSpec:
     """The spec of ``key``; ``r2_<target>`` is the R² of one regression target."""
     if key in METRICS:

@@ -15,6 +15,7 @@ from pydantic import RootModel
 from marble_eval.devices import probe_device
 from marble_eval.errors import MarbleEvalError
 from marble_eval.lightning_utils import torch_threads
+from marble_eval.metrics.table import score_parts
 from marble_eval.probes.bank import ProbeBank, ProbeConfig
 from marble_eval.probes.checkpoint import GridCheckpoint, grid_digest
 from marble_eval.probes.core import EVAL_ROWS, WEIGHTED, Layer
@@ -318,7 +319,8 @@ def run_grid(data: dict[str, SplitData], recipe: ProbeRecipe, grid: GridSpec, ta
     first_test = selected[0]["test"] or {}
     kind = task_type(task)
     score = kind.selection_for(recipe.selection)
-    rule = "mean of valid roc_auc and map" if score == "roc_auc_ap_mean" else f"valid {score}"
+    parts = score_parts(score)
+    rule = f"mean of valid {' and '.join(parts)}" if len(parts) > 1 else f"valid {score}"
     tie = f"then valid {kind.tie_break}, " if kind.tie_break else ""
     return GridResult(
         task=task,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from marble_eval.errors import MarbleEvalError
-from marble_eval.metrics.table import is_metric
+from marble_eval.metrics.table import is_metric, score_parts
 from marble_eval.tasks import task_type
 
 
@@ -21,9 +21,8 @@ def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
 def selection_score(valid: dict[str, Any], selection: str) -> float:
     """The validation score a configuration is selected on: a metric of the task (``roc_auc``,
     ``accuracy``, ``r2``, ``key_score``, ...) or ``roc_auc_ap_mean``, the mean of macro ROC-AUC and mAP."""
-    if selection == "roc_auc_ap_mean":
-        return (valid["roc_auc"] + valid["map"]) / 2
-    return valid[selection]
+    parts = score_parts(selection)
+    return sum(valid[part] for part in parts) / len(parts)
 
 
 def select_index(configs: list[dict[str, Any]], seed: int, selection: str = "roc_auc",
