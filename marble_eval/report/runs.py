@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import get_args, get_type_hints
 
 from marble_eval.report.comparable import items_key, protocol_differences
 from marble_eval.results.schema import WEIGHTED, ModelRecord, ProbeResult
@@ -103,33 +102,16 @@ def _preset_grid(preset: str | None) -> str | None:
 
 def grid_label(result: ProbeResult) -> str:
     """"full grid", "quick grid", or the grid spelled out ("grid 2 lrs x layers 0, weighted")."""
-    from marble_eval.protocol import ProtocolPreset
-
     overrides = set(result.protocol.overrides)
     if result.protocol.grid_name in GRID_NAMES:  # recorded since schema 3
         return GRID_NAMES[result.protocol.grid_name]
     name = _preset_grid(result.protocol.preset)
-    choices = get_args(get_type_hints(ProtocolPreset)["grid"])
     if name is not None and not overrides & {"lrs", "layers"}:
-        if "grid" in overrides:
-            others = [choice for choice in choices if choice != name]
-            name = others[0] if len(others) == 1 else _named_grid(result)
+        if "grid" in overrides:  # written before grid_name was recorded, when the grids were marble and quick
+            name = {"marble": "quick", "quick": "marble"}.get(name)
         if name in GRID_NAMES:
             return GRID_NAMES[name]
     return "grid " + grid_spelled(result)
-
-
-def _named_grid(result: ProbeResult) -> str | None:
-    """"quick" or "marble" when the recorded grid is exactly that grid (the result does not record which
-    named grid replaced the preset's), else None."""
-    from marble_eval.probes.grid import GridSpec  # loads the probe stack: only for an overridden grid
-
-    grid = result.protocol.grid
-    for name, spec in (("quick", GridSpec.quick(grid.seeds)),
-                       ("marble", GridSpec.marble(result.model.hidden_states, grid.seeds))):
-        if list(grid.lrs) == list(spec.lrs) and list(grid.layers) == list(spec.layers):
-            return name
-    return None
 
 
 def grid_spelled(result: ProbeResult) -> str:
