@@ -47,7 +47,8 @@ def test_eval_writes_a_result_with_provenance_and_prints_the_row(evaluated, tiny
     result = json.loads(path.read_text())
     assert result["model"]["fingerprint"] == load_model(str(tiny_mert_dirs["safetensors"])).info.fingerprint
     assert result["dataset"]["splits"] == {"train": 12, "valid": 6, "test": 6}
-    assert result["protocol"]["grid"] == {"lrs": [0.001], "layers": ["weighted"], "seeds": [0, 1]}
+    assert result["protocol"]["grid"] == {"lrs": [0.001, 0.005, 0.01], "layers": ["weighted"], "seeds": [0, 1]}
+    assert result["protocol"]["grid_name"] == "quick"
     assert result["protocol"]["recipe"]["name"] == "mlp" and result["protocol"]["window_seconds"] == 0.0
     assert [s["seed"] for s in result["selected"]] == [0, 1]
     assert set(result["summary"]) >= {"roc_auc", "map", "micro_f1", "macro_f1"}
