@@ -64,7 +64,7 @@ def child(directory: str) -> dict[str, float]:
              for i, item_id in enumerate(ids)]
     dataset = Dataset(name="bench", task="multilabel", vocabulary=["x", "y"], items=items, data_dir=Path(directory))
     runtime = _reset_peak_rss()
-    data, _ = probe_inputs(cache, dataset)
+    data = probe_inputs(cache, dataset).data
     features = sum(split.features.nbytes for split in data.values())
     return {"runtime_mb": runtime, "peak_mb": _peak_rss(), "features_mb": features / 2**20}
 
