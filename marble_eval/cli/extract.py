@@ -65,4 +65,6 @@ def run(args: argparse.Namespace) -> int:
                       window_seconds=args.window_seconds, max_seconds=args.max_seconds,
                       storage=args.storage, show_progress=not args.no_progress, log=print, **model_options(args),
                       **dataset_options(args), **extract_options(args))
-    return summary.exit_code()
+    # In a distributed run only global rank 0 knows the whole outcome; another rank that exits non-zero
+    # would make the launcher kill rank 0 before it merges the ranks' parts.
+    return summary.exit_code() if summary.global_rank == 0 else 0
