@@ -38,8 +38,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from marble_eval.audio.decode import load_audio
 from marble_eval.datasets.base import Dataset, Item
-from marble_eval.features.audio import load_audio
 from marble_eval.features.extract import ExtractSettings, extract_dataset, open_cache
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert
@@ -249,7 +249,7 @@ def _peak_rss() -> float:
 def memory_child(model_dir: str, path: str, window: float, device: str) -> dict[str, float]:
     """Run in a fresh process: extraction of one file (decoding in this process), or only its decoding
     (model_dir "decode": streamed windows; "load": the whole file at once). RSS after set-up and at peak."""
-    from marble_eval.features.audio import stream_windows
+    from marble_eval.audio.decode import stream_windows
 
     model = None if model_dir in ("decode", "load") else load_model(model_dir, device=device)
     loaded = _reset_peak_rss()

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from bench.extraction import FULL_SIZE, RATE, _dataset, forward_flops, matmul_peak_flops, write_clip
-from marble_eval.features.audio import stream_windows
+from marble_eval.audio.decode import stream_windows
 from marble_eval.features.extract import ExtractSettings, extract_dataset
 from marble_eval.models import load_model
 from marble_eval.models.tiny import build_tiny_mert

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from marble_eval.audio.decode import load_audio, normalize, split_windows
 from marble_eval.errors import AudioError
-from marble_eval.features.audio import load_audio, normalize, split_windows
 
 FORMATS = [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")]
 
@@ -91,7 +91,7 @@ def test_a_named_pipe_is_a_stream_not_an_empty_file(tmp_path):
     import os
     import threading
 
-    from marble_eval.features.audio import stream_windows
+    from marble_eval.audio.decode import stream_windows
 
     source = tmp_path / "tone.wav"
     sf.write(source, _tone(440, 2.0, 16000), 16000, subtype="PCM_16")

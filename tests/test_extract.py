@@ -134,7 +134,7 @@ def test_embed_weights_windows_by_frames(model, dataset):
     whole = embed_files(model, [path], window_seconds=0.0)
     windowed = embed_files(model, [path], window_seconds=1.0)
     assert whole.shape == windowed.shape == (1, 5, 32)
-    from marble_eval.features.audio import load_audio, split_windows
+    from marble_eval.audio.decode import load_audio, split_windows
     wave = load_audio(path, 24000)
     states, frames = model.embed_windows(split_windows(wave, 24000, 1.0))
     expected = (states * frames[:, None, None]).sum(0) / frames.sum()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from marble_eval.audio.decode import normalize
 from marble_eval.datasets.registry import load_dataset
-from marble_eval.features.audio import normalize
 from marble_eval.features.embedder import BatchEmbedder, worker_preprocess
 from marble_eval.features.extract import ExtractSettings, batch_plan, extract_dataset, open_cache
 from marble_eval.features.liveness import Heartbeat, RankWatch, heartbeat_path, part_path

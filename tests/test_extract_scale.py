@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from marble_eval.audio.decode import load_audio, split_windows, stream_windows
 from marble_eval.datasets.registry import load_dataset
 from marble_eval.features.assemble import ItemAssembler
-from marble_eval.features.audio import load_audio, split_windows, stream_windows
 from marble_eval.features.extract import ExtractSettings, embed_files, embed_waveform, extract_dataset, open_cache
 from marble_eval.features.windows import BatchPlan, DecodeJob, WindowBatch, WindowStream
 from marble_eval.models import load_model

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from marble_eval.audio.decode import audio_info, downmix, load_audio, stream_audio
+from marble_eval.audio.decoders import SOUNDFILE
 from marble_eval.cli import main
 from marble_eval.errors import AudioError
-from marble_eval.features.audio import audio_info, downmix, load_audio, stream_audio
-from marble_eval.features.decoders import SOUNDFILE
 
 av = pytest.importorskip("av")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import ASTFeatureExtractor, HubertModel, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
+from marble_eval.audio.decode import normalize
 from marble_eval.errors import MarbleEvalError
-from marble_eval.features.audio import normalize
 from marble_eval.models import load_model
 from tiny_ast import build_tiny_ast
 from tiny_generic import build_tiny_wav2vec2_style, edit_weights

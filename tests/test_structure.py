@@ -386,3 +386,75 @@ def test_the_integration_tier_names_existing_tests() -> None:
         if function not in defined:
             missing.append(entry)
     assert not missing, f"tests/conftest.py lists tests that do not exist (renamed?): {sorted(missing)}"
+
+
+# The pipeline's layers: a stage may import the base modules and the stages listed for it, never the others
+# (the CLI, the API modules and the report sit on top and may import anything below them).
+STAGES = ("audio", "metrics", "datasets", "models", "features", "probes", "results", "report")
+MAY_IMPORT = {
+    "audio": set(),
+    "metrics": set(),
+    "datasets": {"audio", "metrics"},
+    "models": {"audio"},
+    "probes": {"metrics"},
+    "results": {"metrics"},
+    "features": {"audio", "datasets", "models"},
+    "report": {"metrics", "results", "datasets"},
+}
+
+
+def layer_violations(graph: dict[str, dict[str, str]]) -> list[str]:
+    """``module -> stage (where)`` for every import of a stage that the importer's stage may not import."""
+    def stage(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+    found = []
+    for module, targets in graph.items():
+        own = stage(module)
+        if own is None:
+            continue
+        for target, where in targets.items():
+            other = stage(target)
+            if other is not None and other != own and other not in MAY_IMPORT[own]:
+                found.append(f"{module} -> {target} ({where})")
+    return found
+
+
+def test_the_layer_checker_flags_a_stage_importing_a_later_one() -> None:
+    graph = {"marble_eval.probes.data": {"marble_eval.datasets.base": "probes/data.py:9"},
+             "marble_eval.features.extract": {"marble_eval.datasets.base": "features/extract.py:3"}}
+    assert layer_violations(graph) == ["marble_eval.probes.data -> marble_eval.datasets.base (probes/data.py:9)"]
+
+
+def test_each_stage_imports_only_the_layers_below_it() -> None:
+    violations = layer_violations(import_graph())
+    assert not violations, "layer rule broken (move the shared piece down):\n" + "\n".join(violations)
+
+
+MAX_PARAMETERS = 10  # issue #20: outside the public keyword API (which takes **options), no more
+
+
+def too_many_parameters(tree: ast.AST, where: str) -> list[str]:
+    """``where:line name (n)`` of every function with more than MAX_PARAMETERS named parameters (self/cls
+    not counted; *args and **kwargs count as none)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            names = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+            count = len(names) - (1 if names and names[0] in ("self", "cls") else 0)
+            if count > MAX_PARAMETERS:
+                found.append(f"{where}:{node.lineno} {node.name} ({count})")
+    return found
+
+
+def test_the_parameter_count_sees_keyword_only_parameters() -> None:
+    tree = ast.parse("def f(a, b, *, c, d, e, f, g, h, i, j, k):\n    pass\n\nclass C:\n    def m(self, a):\n        pass\n")
+    assert too_many_parameters(tree, "x.py") == ["x.py:1 f (11)"]
+
+
+def test_no_function_takes_more_than_ten_parameters() -> None:
+    found = [hit for module in MODULES.values()
+             for hit in too_many_parameters(module.tree, str(module.path.relative_to(PACKAGE_DIR.parent)))]
+    assert not found, "group them into an options object:\n" + "\n".join(found)

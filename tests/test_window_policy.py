@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from marble_eval.audio.decode import stream_windows
 from marble_eval.datasets.base import Dataset
-from marble_eval.features.audio import stream_windows
 from marble_eval.features.extract import ExtractSettings, effective_window
 
 RATE = 1000

@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from marble_eval.audio.decode import audio_info, load_audio
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
-from marble_eval.features.audio import audio_info, load_audio
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from marble_eval.features.audio import normalize
+from marble_eval.audio.decode import normalize
 from marble_eval.features.windows import WindowBatch
 from marble_eval.models.base import AudioEncoder
 

@@ -22,11 +22,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from marble_eval.audio.decode import split_windows, stream_windows
 from marble_eval.datasets.base import SPLITS, Dataset, Item
 from marble_eval.devices import check_device
 from marble_eval.errors import EXIT_NOTHING_EXTRACTED, EXIT_OK, EXIT_SOME_SKIPPED, AudioError, MarbleEvalError
 from marble_eval.features.assemble import ItemAssembler, ShardBuffer
-from marble_eval.features.audio import split_windows, stream_windows
 from marble_eval.features.cache import STORAGE_DTYPES, AudioCheck, CacheKey, FeatureCache, dataset_label
 from marble_eval.features.embedder import BatchEmbedder, Embedded, worker_preprocess
 from marble_eval.features.windows import (

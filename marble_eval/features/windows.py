@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from marble_eval.audio.decode import AudioStream, stream_windows
 from marble_eval.datasets.base import Dataset, Item
 from marble_eval.errors import AudioError, MarbleEvalError
-from marble_eval.features.audio import AudioStream, stream_windows
 from marble_eval.features.cache import audio_stamp
 
 DEFAULT_BATCH_SECONDS = {"cpu": 40.0, "cuda": 480.0}  # audio per forward: CPU activations grow ~35 MB per s

@@ -25,8 +25,8 @@ from transformers import (
     WavLMModel,
 )
 
+from marble_eval.audio.decode import normalize
 from marble_eval.errors import MarbleEvalError
-from marble_eval.features.audio import normalize
 from marble_eval.models.base import AudioEncoder, ModelInfo
 from marble_eval.models.hub import ResolvedModel
 from marble_eval.models.loading import build_config, load_pretrained, model_info, preprocessor_config

@@ -10,8 +10,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from marble_eval.audio.decoders import SOUNDFILE, NativeDecoder, cut_short, decoder_errors, open_decoder
 from marble_eval.errors import AudioError
-from marble_eval.features.decoders import SOUNDFILE, NativeDecoder, cut_short, decoder_errors, open_decoder
 
 MIN_TRAILING_SECONDS = 1.0  # a trailing window shorter than this is dropped (MARBLE v1)
 FULL_WINDOW_TOLERANCE_SECONDS = 0.05  # drop_partial: a window this much short of full still counts as full
