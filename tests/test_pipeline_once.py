@@ -98,3 +98,18 @@ def test_the_marble_suite_runs_what_the_data_config_has_and_reports_the_rest(tmp
     assert status["gtzan"] == "ran" and outcomes[0].result.summary["accuracy"].n == 1
     assert {status[name] for name in MARBLE_TASKS[1:]} == {"missing"}
     assert suite_lines(outcomes)[-1] == "suite: 12 pairs: 1 ran, 0 already done, 0 failed, 11 without data"
+
+
+def test_probe_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path, capsys):
+    import torch
+
+    from marble_eval.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["probe", "--model", "fixture", "--dataset", "fixture", "--device", "cuda", "--seeds", "1",
+                 "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--device cuda: CUDA is not available on this machine" in err
+    assert not (tmp_path / "results").exists()
