@@ -216,10 +216,11 @@ def plan_pair(model: str | AudioEncoder, dataset: str | Path | Dataset, *, need_
                          results_dir=None if results_dir is None else Path(results_dir))
     check_probe_options(probe)
     recipe_ = recipe_for(protocol)
-    loaded = as_dataset(dataset, opts.pop("data_dir", None), protocol.vocabulary, opts.pop("dataset_options", None))
-    if protocol.preset == MARBLE_V1 and loaded.name == "mtat":
+    name = dataset.name if isinstance(dataset, Dataset) else str(dataset)
+    if protocol.preset == MARBLE_V1 and name == "mtat":  # before loading: its labels may not be there
         raise MarbleEvalError("--protocol marble-v1 --dataset mtat: mtat is ccml's clean split (CultureMERT's); "
                               "MARBLE v1 ran its own split: use --dataset mtat-marble")
+    loaded = as_dataset(dataset, opts.pop("data_dir", None), protocol.vocabulary, opts.pop("dataset_options", None))
     if protocol.preset == MARBLE_V1:
         recipe_ = v1_recipe(recipe_, loaded)
     score_per = opts.pop("score_per", None)

@@ -113,3 +113,24 @@ def test_probe_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "--device cuda: CUDA is not available on this machine" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_grid_v1_and_the_marble_v1_preset_use_each_tasks_v1_settings(tmp_path):
+    from marble_eval.run import plan_pair
+
+    gtzan = marble_eval.load_dataset("gtzan", data_dir=tmp_path, reference_dir=REFERENCE_DIR)
+    run = plan_pair("fixture", gtzan, need_audio=False, options={"grid": "v1", "protocol": "marble-v1"})
+    small, large = run.grid(13), run.grid(25)  # MERT-v1-95M-sized, MERT-v1-330M-sized
+    assert (small.lrs, small.layers, small.seeds) == ([5e-3], [7], [1234])
+    assert (large.lrs, large.layers) == ([1e-3], [10])
+    recipe = run.recipe  # v1's GTZAN epochs, LR patience and early-stopping patience
+    assert (recipe.max_epochs, recipe.lr_schedule.patience, recipe.early_stopping.patience) == (100, 6, 20)
+    default = plan_pair("fixture", gtzan, need_audio=False, options={})
+    assert default.recipe.lr_schedule.patience == 3 and len(default.grid(13).lrs) == 6
+    with pytest.raises(MarbleEvalError, match="--grid v1: tones is not a MARBLE v1 task"):
+        tones = marble_eval.load_dataset("fixture")
+        plan_pair("fixture", tones.__class__(**{**tones.__dict__, "name": "tones"}), need_audio=False,
+                  options={"grid": "v1"}).grid(13)
+    with pytest.raises(MarbleEvalError, match="use --dataset mtat-marble"):
+        plan_pair("fixture", "mtat", need_audio=False, options={"protocol": "marble-v1",
+                                                                "dataset_options": {"reference_dir": REFERENCE_DIR}})
