@@ -77,3 +77,13 @@ def test_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert code == 2 and "--data-dir is not a directory" in err
     code, _, err = cli(["data", "fetch-dunya", "lyra", "--token", "t", "--output", str(tmp_path / "m.json")], capsys)
     assert code == 2 and "fetch-dunya works on Dunya corpora" in err
+
+
+def test_the_listing_says_which_windows_each_dataset_feeds():
+    from marble_eval.cli.datasets import audio_summary, dataset_rows
+
+    rows = {row["name"]: row for row in dataset_rows()}
+    assert audio_summary(rows["carnatic"]) == "30 s windows, 330 s max"
+    assert audio_summary(rows["gs-key"]) == "30 s windows (full only)"
+    assert audio_summary(rows["mtat"]) == "whole clip"
+    assert audio_summary({"window_seconds": None, "max_seconds": None}) == "model's window"

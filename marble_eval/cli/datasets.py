@@ -34,7 +34,8 @@ def dataset_rows() -> list[dict[str, Any]]:
         rows.append({"name": spec.name, "task": spec.task, "version": spec.version, "source": spec.source,
                      "sizes": dict(spec.sizes) if spec.sizes else None, "labels": labels_summary(spec),
                      "published_vocabulary": published_list(spec), "split_origin": spec.split_origin,
-                     "max_seconds": spec.audio.max_seconds, "description": spec.description})
+                     "max_seconds": spec.audio.max_seconds, "window_seconds": spec.audio.window_seconds,
+                     "partial_windows": spec.audio.partial_windows, "description": spec.description})
     return rows
 
 
@@ -57,6 +58,20 @@ def labels_summary(spec: BenchmarkSpec) -> str:
     return f"published list ({spec.files[rule.file].path.rsplit('/', 1)[-1]})"
 
 
+def audio_summary(row: dict[str, Any]) -> str:
+    """The audio a dataset feeds, in a few words: "30 s windows, 150 s max", "whole clip", "model's window"."""
+    window = row.get("window_seconds")
+    if window is None:
+        parts = ["model's window"]
+    elif window:
+        parts = [f"{window:g} s windows" + (" (full only)" if row.get("partial_windows") == "drop" else "")]
+    else:
+        parts = ["whole clip"]
+    if row["max_seconds"]:
+        parts.append(f"{row['max_seconds']:g} s max")
+    return ", ".join(parts)
+
+
 def published_list(spec: BenchmarkSpec) -> str | None:
     """The reference file `--vocabulary published` takes the label set from, or None when there is none."""
     key = spec.vocabulary.published_key()
@@ -77,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(row["name"], "[red]invalid[/]", "", "", "", row["error"], "", "")
             continue
         sizes = [f"{row['sizes'][split]:,}" if row["sizes"] else "?" for split in SPLITS]
-        audio = f"{row['max_seconds']:g} s max" if row["max_seconds"] else "whole"
+        audio = audio_summary(row)
         name = row["name"] + (" ‡" if row["split_origin"] == "marble-eval" else "")
         table.add_row(name, row["task"], *sizes, row["labels"], audio, row["description"])
     console = Console()
