@@ -99,7 +99,7 @@ def probe_inputs(cache: FeatureCache, dataset: Dataset) -> ProbeInputs:
         counts = np.bincount(item_of_window, minlength=len(items))
         labels = dataset.label_matrix(items)
         ids = [item.id for item in items]
-        if getattr(dataset, "score_per", "item") == "window":  # every window its own example (VocalSet's 3-s chunks)
+        if dataset.score_per == "window":  # every window its own example (VocalSet's 3-s chunks)
             labels, ids = labels[item_of_window], [f"{i}#{w}" for i, n in zip(ids, counts) for w in range(n)]
             item_of_window = np.arange(len(item_of_window))
         if stats is not None:
@@ -230,9 +230,9 @@ def dataset_record(dataset: Dataset, inputs: ProbeInputs) -> DatasetRecord:
                          notes=list(dataset.notes),
                          target_stats=None if stats is None else {"mean": [float(v) for v in stats[0]],
                                                                   "std": [float(v) for v in stats[1]]},
-                         target_stats_source=getattr(dataset, "target_stats_source", None) if stats is not None
+                         target_stats_source=dataset.target_stats_source if stats is not None
                          else None,
-                         split_origin=getattr(dataset, "split_origin", None))
+                         split_origin=dataset.split_origin)
 
 
 def check_features_current(cache: FeatureCache, dataset: Dataset) -> None:

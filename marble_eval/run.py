@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from marble_eval.datasets.base import Dataset
+from marble_eval.devices import probe_device
 from marble_eval.errors import MarbleEvalError
 from marble_eval.features.extract import ExtractSettings, validate_settings
 from marble_eval.models.base import AudioEncoder
@@ -90,7 +91,7 @@ class PairRun:
 def v1_grid(dataset: Dataset, n_hidden_states: int, seeds: list[int]) -> GridSpec:
     """``--grid v1``: only the (layer, lr) MARBLE v1 chose for this task, its MERT-v1-330M choice for a model
     with 25 hidden states and its MERT-v1-95M choice otherwise."""
-    v1 = getattr(dataset, "marble_v1", None)
+    v1 = dataset.marble_v1
     if v1 is None:
         raise MarbleEvalError(f"--grid v1: {dataset.name} is not a MARBLE v1 task (no v1 settings in its YAML); "
                               f"use --grid marble")
@@ -101,7 +102,7 @@ def v1_grid(dataset: Dataset, n_hidden_states: int, seeds: list[int]) -> GridSpe
 
 def v1_recipe(recipe: ProbeRecipe, dataset: Dataset) -> ProbeRecipe:
     """The recipe with MARBLE v1's per-task epochs, LR patience and early-stopping patience (marble-v1 preset)."""
-    v1 = getattr(dataset, "marble_v1", None)
+    v1 = dataset.marble_v1
     if v1 is None:
         return recipe
     return dataclasses.replace(
@@ -162,7 +163,7 @@ def check_probe_options(options: ProbeOptions) -> None:
         if not (layer == "weighted" or (isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0)):
             raise MarbleEvalError(f"--layer {layer!r}: must be a hidden-state index (0 or more) or weighted")
     if options.device is not None:
-        validate_settings(ExtractSettings(), options.device)
+        probe_device(options.device)
 
 
 def load_dataset(name: str | Path, *, data_dir: Path | str | None = None, reference_dir: Path | str | None = None,

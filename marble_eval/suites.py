@@ -43,8 +43,12 @@ def dataset_names(spec: str | Sequence[str]) -> list[str]:
     for part in parts:
         for name in str(part).split(","):
             name = name.strip()
-            groups = {"all": PUBLISHED_DATASETS, "marble": marble_tasks() if name == "marble" else ()}
-            names += list(groups[name]) if name in groups else [name] if name else []
+            if name == "all":
+                names += PUBLISHED_DATASETS
+            elif name == "marble":
+                names += marble_tasks()
+            elif name:
+                names.append(name)
     if not names:
         raise MarbleEvalError("--dataset: name at least one dataset (a name, a YAML path, or all)")
     return list(dict.fromkeys(names))
